@@ -1,0 +1,1 @@
+//! The mediabot engine library (work in progress).

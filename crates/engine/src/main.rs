@@ -1,0 +1,5 @@
+//! The `mediabot` command.
+
+fn main() {
+    println!("mediabot {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! The real-time media pipeline (work in progress).

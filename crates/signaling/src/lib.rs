@@ -1,0 +1,1 @@
+//! Microsoft Graph call control for application-hosted media bots (work in progress).

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The project's one test entry point: what CI runs and what a developer runs before pushing.
+# Installs system packages it needs, then: format, lints, the whole test suite, docs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+echo "== cargo fmt";    cargo fmt --all --check
+echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests";        cargo nextest run --workspace --all-targets --locked --no-fail-fast
+echo "== doctests";     cargo test --workspace --doc --locked
+echo "== docs";         RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
+echo "== all green"
