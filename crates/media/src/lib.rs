@@ -1,1 +1,3 @@
 //! The real-time media pipeline (work in progress).
+
+pub mod transport;

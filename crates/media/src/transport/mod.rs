@@ -1,0 +1,1 @@
+//! WebRTC/WHIP transport: one shared UDP port for all calls (work in progress).
