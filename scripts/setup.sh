@@ -4,6 +4,7 @@
 #
 #   cmake      builds the bundled libopus (the `opus` crate) and aws-lc (rustls' crypto provider)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
@@ -17,3 +18,8 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 echo "setup: system packages present"
+
+# Real WebRTC peers for the transport interop tests (aiortc, headless Chromium, ...).
+if [ -f scripts/setup-interop.sh ]; then
+  bash scripts/setup-interop.sh
+fi
