@@ -1,1 +1,4 @@
-//! Microsoft Graph call control for application-hosted media bots (work in progress).
+//! Microsoft Graph call control for application-hosted media bots.
+
+pub mod join_url;
+pub mod models;
