@@ -1,0 +1,916 @@
+//! The media server: every WebRTC session of this instance on **one UDP socket**, driven by one
+//! thread.
+//!
+//! Each session is a sans-IO `rtc::RTCPeerConnection` (webrtc-rs) configured as an ICE-lite
+//! answerer. The thread owns the socket and all sessions; it demultiplexes each datagram:
+//!
+//! ```text
+//!  datagram ──▶ classify (RFC 7983)
+//!    STUN ──▶ USERNAME "ours:theirs" ──▶ session by local ufrag ──▶ rtc (checks integrity)
+//!    DTLS / SRTP / SRTCP ──▶ session by source address, only if that address was sent a
+//!         Binding success (it passed ICE with our password) ──▶ pre-checks ──▶ rtc
+//!    anything else ──▶ dropped, counted
+//! ```
+//!
+//! Pre-checks before any crypto: datagram size, SRTCP rate per session, and the number of
+//! distinct SSRCs per session (the SSRC is clear text), so floods cost a few compares.
+//! Every session has a handshake deadline and an idle deadline.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rand::RngCore;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_TELEPHONE_EVENT, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::packet::{self, DatagramKind, ToneTracker};
+use super::sdp::{self, OfferAudio, OfferError};
+use super::{
+    CallId, CloseReason, InboundRtp, MediaHandler, SenderReportInfo, SessionId, Ssrc, ToneEvent,
+    TransportError,
+};
+
+/// Largest datagram accepted; bigger ones are dropped (no WebRTC packet here needs more).
+pub const MAX_DATAGRAM: usize = 1500;
+
+/// Setup of the media server.
+#[derive(Debug, Clone)]
+pub struct MediaServerConfig {
+    /// Local address of the one UDP socket (port `0` picks one; tests do that).
+    pub bind: SocketAddr,
+    /// Address advertised in the ICE candidate when it differs from the bound one (NAT 1:1:
+    /// the public IP of a cloud VM or Kubernetes node). `None`: the bound IP, which must then
+    /// be specific.
+    pub public_ip: Option<IpAddr>,
+    /// Port advertised when it differs from the bound one (a port-mapping NAT). `None`: the
+    /// bound port.
+    pub public_port: Option<u16>,
+    /// ICE and DTLS must complete within this time after the answer.
+    pub handshake_timeout: Duration,
+    /// A connected session with no inbound datagram for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most concurrent sessions.
+    pub max_sessions: usize,
+    /// Most distinct inbound SSRCs per session; packets of further SSRCs are dropped.
+    pub max_ssrcs_per_session: usize,
+    /// Most SRTCP packets per session per second; the excess is dropped before decryption.
+    pub max_rtcp_per_second: u32,
+    /// Most source addresses that may pass ICE for one session.
+    pub max_addrs_per_session: usize,
+}
+
+impl Default for MediaServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_ip: None,
+            public_port: None,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_sessions: 2000,
+            max_ssrcs_per_session: 64,
+            max_rtcp_per_second: 200,
+            max_addrs_per_session: 4,
+        }
+    }
+}
+
+/// Why a session could not be opened. The WHIP layer maps these to HTTP statuses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The offer was refused before negotiation.
+    #[error("bad offer: {0}")]
+    Offer(#[from] OfferError),
+    /// The WebRTC stack refused the offer or could not answer.
+    #[error("negotiation failed: {0}")]
+    Negotiation(String),
+    /// The server holds [`MediaServerConfig::max_sessions`] sessions.
+    #[error("too many sessions")]
+    Full,
+    /// The media thread is gone.
+    #[error("media server stopped")]
+    Stopped,
+}
+
+/// A session the server opened for an offer.
+#[derive(Debug, Clone)]
+pub struct OpenedSession {
+    /// Its id (the last segment of the WHIP `Location`).
+    pub id: SessionId,
+    /// The SDP answer for the `201` body.
+    pub answer_sdp: String,
+}
+
+/// Counters of everything the media thread did and dropped (all monotonic).
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// Datagrams read from the socket.
+    pub datagrams_in: AtomicU64,
+    /// Datagrams written to the socket.
+    pub datagrams_out: AtomicU64,
+    /// Datagrams that could not be written (socket full or error).
+    pub send_errors: AtomicU64,
+    /// Datagrams larger than [`MAX_DATAGRAM`].
+    pub oversize_dropped: AtomicU64,
+    /// Neither STUN, DTLS nor (S)RTP(C).
+    pub unknown_kind_dropped: AtomicU64,
+    /// STUN for no known ufrag and from no known address.
+    pub stun_unknown_dropped: AtomicU64,
+    /// DTLS/SRTP/SRTCP from an address that has not passed ICE.
+    pub unauthenticated_dropped: AtomicU64,
+    /// RTP of an SSRC beyond [`MediaServerConfig::max_ssrcs_per_session`].
+    pub ssrc_limit_dropped: AtomicU64,
+    /// SRTCP beyond [`MediaServerConfig::max_rtcp_per_second`].
+    pub rtcp_rate_dropped: AtomicU64,
+    /// Packets the WebRTC stack rejected (bad STUN integrity, SRTP auth or replay, bad DTLS).
+    pub stack_errors: AtomicU64,
+    /// Opus RTP packets handed to the handler.
+    pub rtp_delivered: AtomicU64,
+    /// Decrypted RTP with a payload type that is neither Opus nor telephone-event.
+    pub rtp_other_dropped: AtomicU64,
+    /// Tone events handed to the handler.
+    pub tones_delivered: AtomicU64,
+    /// RTCP sender reports handed to the handler.
+    pub sender_reports: AtomicU64,
+    /// Offers refused.
+    pub offers_rejected: AtomicU64,
+    /// Sessions opened.
+    pub sessions_opened: AtomicU64,
+    /// Sessions that reached connected.
+    pub sessions_connected: AtomicU64,
+    /// Sessions closed (any reason).
+    pub sessions_closed: AtomicU64,
+    /// Sessions closed because the handshake took too long.
+    pub handshake_timeouts: AtomicU64,
+    /// Sessions closed for silence.
+    pub idle_timeouts: AtomicU64,
+}
+
+impl TransportStats {
+    fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+enum Command {
+    Open {
+        call: CallId,
+        offer: String,
+        reply: oneshot::Sender<Result<OpenedSession, SessionError>>,
+    },
+    Close {
+        id: SessionId,
+        reply: oneshot::Sender<bool>,
+    },
+    Count {
+        reply: oneshot::Sender<usize>,
+    },
+    Shutdown,
+}
+
+/// Starts media servers.
+#[derive(Debug)]
+pub struct MediaServer;
+
+impl MediaServer {
+    /// Binds the UDP socket and starts the media thread, which hands everything that arrives
+    /// to `handler`.
+    ///
+    /// # Errors
+    /// [`TransportError::Socket`] when the socket cannot be bound; [`TransportError::Config`]
+    /// when no address can be advertised (unspecified bind IP and no `public_ip`).
+    pub fn start(
+        config: MediaServerConfig,
+        handler: Box<dyn MediaHandler>,
+    ) -> Result<MediaServerHandle, TransportError> {
+        let std_socket = std::net::UdpSocket::bind(config.bind)?;
+        std_socket.set_nonblocking(true)?;
+        let local_addr = std_socket.local_addr()?;
+        let ip = config.public_ip.unwrap_or(local_addr.ip());
+        if ip.is_unspecified() {
+            return Err(TransportError::Config(
+                "bind address is unspecified: set public_ip to the address peers reach".into(),
+            ));
+        }
+        let advertised = SocketAddr::new(ip, config.public_port.unwrap_or(local_addr.port()));
+        let (tx, rx) = mpsc::channel(256);
+        let stats = Arc::new(TransportStats::default());
+        let thread_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("mediabot-udp".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "media thread runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let socket = match UdpSocket::from_std(std_socket) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(error = %e, "media socket");
+                            return;
+                        }
+                    };
+                    let mut core =
+                        ServerLoop::new(config, advertised, socket, handler, thread_stats);
+                    core.run(rx).await;
+                });
+            })?;
+        Ok(MediaServerHandle {
+            tx,
+            stats,
+            local_addr,
+            advertised,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+}
+
+/// A cheap, cloneable handle to a running media server.
+#[derive(Clone)]
+pub struct MediaServerHandle {
+    tx: mpsc::Sender<Command>,
+    stats: Arc<TransportStats>,
+    local_addr: SocketAddr,
+    advertised: SocketAddr,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for MediaServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaServerHandle")
+            .field("local_addr", &self.local_addr)
+            .field("advertised", &self.advertised)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MediaServerHandle {
+    /// Negotiates a new session for `call` from a WHIP offer.
+    ///
+    /// # Errors
+    /// [`SessionError`] when the offer is refused, the server is full or stopped.
+    pub async fn open_session(
+        &self,
+        call: CallId,
+        offer_sdp: String,
+    ) -> Result<OpenedSession, SessionError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Open {
+                call,
+                offer: offer_sdp,
+                reply,
+            })
+            .await
+            .map_err(|_| SessionError::Stopped)?;
+        rx.await.map_err(|_| SessionError::Stopped)?
+    }
+
+    /// Closes a session; `false` when it did not exist (or the server stopped).
+    pub async fn close_session(&self, id: SessionId) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Close { id, reply }).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Number of live sessions.
+    ///
+    /// # Errors
+    /// [`TransportError::Stopped`] when the media thread is gone.
+    pub async fn session_count(&self) -> Result<usize, TransportError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Count { reply })
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &TransportStats {
+        &self.stats
+    }
+
+    /// The bound socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address put in ICE candidates.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.advertised
+    }
+
+    /// Closes every session (handler sees `Shutdown`) and joins the media thread.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown).await;
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The audio codecs both ends use: Opus/48000/2 (in-band FEC) and telephone-event/48000.
+pub(crate) fn audio_codecs() -> Vec<RTCRtpCodecParameters> {
+    vec![
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+        },
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_TELEPHONE_EVENT.to_owned(),
+                clock_rate: 48000,
+                channels: 0,
+                sdp_fmtp_line: "0-16".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 101,
+        },
+    ]
+}
+
+/// Builds the media engine both ends use: [`audio_codecs`] and the RFC 6464 audio-level
+/// extension.
+pub(crate) fn audio_media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
+    let mut me = MediaEngine::default();
+    for codec in audio_codecs() {
+        me.register_codec(codec, RtpCodecKind::Audio)?;
+    }
+    me.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: sdp::AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        Some(RTCRtpTransceiverDirection::Sendrecv),
+    )?;
+    Ok(me)
+}
+
+/// A host candidate at `addr` in the JSON form `add_local_candidate` takes.
+pub(crate) fn host_candidate(
+    addr: SocketAddr,
+) -> Result<rtc::peer_connection::transport::RTCIceCandidateInit, rtc::shared::error::Error> {
+    let c = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    RTCIceCandidate::from(&c).to_json()
+}
+
+struct Session {
+    id: SessionId,
+    call: CallId,
+    pc: RTCPeerConnection,
+    ufrag: String,
+    offer: OfferAudio,
+    handshake_deadline: Instant,
+    connected: bool,
+    last_rx: Instant,
+    next_timeout: Option<Instant>,
+    addrs: Vec<SocketAddr>,
+    ssrcs: Vec<u32>,
+    tones: Vec<(u32, ToneTracker)>,
+    rtcp_window: (Instant, u32),
+    close: Option<CloseReason>,
+}
+
+struct ServerLoop {
+    config: MediaServerConfig,
+    advertised: SocketAddr,
+    socket: UdpSocket,
+    handler: Box<dyn MediaHandler>,
+    stats: Arc<TransportStats>,
+    sessions: HashMap<SessionId, Session>,
+    by_ufrag: HashMap<String, SessionId>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    rng: rand::rngs::StdRng,
+}
+
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+impl ServerLoop {
+    fn new(
+        config: MediaServerConfig,
+        advertised: SocketAddr,
+        socket: UdpSocket,
+        handler: Box<dyn MediaHandler>,
+        stats: Arc<TransportStats>,
+    ) -> Self {
+        use rand::SeedableRng;
+        Self {
+            config,
+            advertised,
+            socket,
+            handler,
+            stats,
+            sessions: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            rng: rand::rngs::StdRng::from_os_rng(),
+        }
+    }
+
+    async fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; 2048];
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        loop {
+            let deadline = self
+                .sessions
+                .values()
+                .filter_map(|s| s.next_timeout)
+                .fold(next_housekeeping, Instant::min);
+            tokio::select! {
+                cmd = rx.recv() => {
+                    match cmd {
+                        Some(Command::Open { call, offer, reply }) => {
+                            let r = self.open(call, &offer, Instant::now());
+                            let _ = reply.send(r);
+                        }
+                        Some(Command::Close { id, reply }) => {
+                            let existed = self.sessions.contains_key(&id);
+                            if existed {
+                                self.close(id, CloseReason::Requested);
+                            }
+                            let _ = reply.send(existed);
+                        }
+                        Some(Command::Count { reply }) => {
+                            let _ = reply.send(self.sessions.len());
+                        }
+                        Some(Command::Shutdown) | None => {
+                            let ids: Vec<_> = self.sessions.keys().copied().collect();
+                            for id in ids {
+                                self.close(id, CloseReason::Shutdown);
+                            }
+                            return;
+                        }
+                    }
+                }
+                r = self.socket.recv_from(&mut buf) => {
+                    match r {
+                        Ok((n, from)) => self.handle_datagram(&buf[..n], from, Instant::now()),
+                        Err(e) => tracing::debug!(error = %e, "udp recv"),
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            let now = Instant::now();
+            self.handle_timeouts(now);
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                next_housekeeping = now + HOUSEKEEPING;
+            }
+        }
+    }
+
+    fn open(
+        &mut self,
+        call: CallId,
+        offer_sdp: &str,
+        now: Instant,
+    ) -> Result<OpenedSession, SessionError> {
+        let r = self.try_open(call, offer_sdp, now);
+        if r.is_err() {
+            TransportStats::inc(&self.stats.offers_rejected);
+        }
+        r
+    }
+
+    fn try_open(
+        &mut self,
+        call: CallId,
+        offer_sdp: &str,
+        now: Instant,
+    ) -> Result<OpenedSession, SessionError> {
+        let offer = sdp::inspect_offer(offer_sdp)?;
+        if self.sessions.len() >= self.config.max_sessions {
+            return Err(SessionError::Full);
+        }
+        let neg = |e: rtc::shared::error::Error| SessionError::Negotiation(e.to_string());
+        let (ufrag, pwd) = loop {
+            let u = random_token(&mut self.rng, 16);
+            if !self.by_ufrag.contains_key(&u) {
+                break (u, random_token(&mut self.rng, 32));
+            }
+        };
+        let settings = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), pwd)
+            .with_ice_timeouts(
+                Some(Duration::from_secs(5)),
+                Some(Duration::from_secs(10)),
+                Some(Duration::from_secs(2)),
+            )
+            .build();
+        let media_engine = audio_media_engine().map_err(neg)?;
+        let registry = configure_rtcp_reports(rtc::interceptor::Registry::new());
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(settings)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .map_err(neg)?;
+        let remote = RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(neg)?;
+        pc.set_remote_description(now, remote).map_err(neg)?;
+        pc.add_local_candidate(host_candidate(self.advertised).map_err(neg)?)
+            .map_err(neg)?;
+        let answer = pc.create_answer(None).map_err(neg)?;
+        pc.set_local_description(now, answer).map_err(neg)?;
+        let answer_sdp = pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| SessionError::Negotiation("no local description".into()))?;
+        if !answer_sdp
+            .lines()
+            .any(|l| l.starts_with("m=audio ") && !l.starts_with("m=audio 0 "))
+        {
+            return Err(SessionError::Offer(OfferError::NoCommonCodec));
+        }
+        let id = loop {
+            let id = SessionId(self.rng.next_u64());
+            if !self.sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        let session = Session {
+            id,
+            call: call.clone(),
+            pc,
+            ufrag: ufrag.clone(),
+            offer,
+            handshake_deadline: now + self.config.handshake_timeout,
+            connected: false,
+            last_rx: now,
+            next_timeout: None,
+            addrs: Vec::new(),
+            ssrcs: Vec::new(),
+            tones: Vec::new(),
+            rtcp_window: (now, 0),
+            close: None,
+        };
+        self.by_ufrag.insert(ufrag, id);
+        self.sessions.insert(id, session);
+        TransportStats::inc(&self.stats.sessions_opened);
+        self.handler.on_session_opened(id, &call);
+        self.pump(id);
+        Ok(OpenedSession { id, answer_sdp })
+    }
+
+    fn handle_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        TransportStats::inc(&self.stats.datagrams_in);
+        if data.len() > MAX_DATAGRAM {
+            TransportStats::inc(&self.stats.oversize_dropped);
+            return;
+        }
+        let kind = packet::classify(data);
+        let id = match kind {
+            DatagramKind::Stun => {
+                match packet::stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
+                    Some(id) => *id,
+                    None => match self.by_addr.get(&from) {
+                        Some(id) => *id,
+                        None => {
+                            TransportStats::inc(&self.stats.stun_unknown_dropped);
+                            return;
+                        }
+                    },
+                }
+            }
+            DatagramKind::Dtls | DatagramKind::Rtp | DatagramKind::Rtcp => {
+                match self.by_addr.get(&from) {
+                    Some(id) => *id,
+                    None => {
+                        TransportStats::inc(&self.stats.unauthenticated_dropped);
+                        return;
+                    }
+                }
+            }
+            DatagramKind::Unknown => {
+                TransportStats::inc(&self.stats.unknown_kind_dropped);
+                return;
+            }
+        };
+        let max_ssrcs = self.config.max_ssrcs_per_session;
+        let max_rtcp = self.config.max_rtcp_per_second;
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match kind {
+            DatagramKind::Rtp => {
+                let Some(ssrc) = packet::rtp_ssrc(data) else {
+                    TransportStats::inc(&self.stats.unknown_kind_dropped);
+                    return;
+                };
+                if !s.ssrcs.contains(&ssrc) {
+                    if s.ssrcs.len() >= max_ssrcs {
+                        TransportStats::inc(&self.stats.ssrc_limit_dropped);
+                        return;
+                    }
+                    s.ssrcs.push(ssrc);
+                }
+            }
+            DatagramKind::Rtcp => {
+                if now.duration_since(s.rtcp_window.0) >= Duration::from_secs(1) {
+                    s.rtcp_window = (now, 0);
+                }
+                s.rtcp_window.1 += 1;
+                if s.rtcp_window.1 > max_rtcp {
+                    TransportStats::inc(&self.stats.rtcp_rate_dropped);
+                    return;
+                }
+            }
+            _ => {}
+        }
+        s.last_rx = now;
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                // The agent matches the local candidate by this address, so it is the one we
+                // advertised (behind NAT 1:1 it is not the socket's own address).
+                local_addr: self.advertised,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = s.pc.handle_read(msg) {
+            TransportStats::inc(&self.stats.stack_errors);
+            tracing::debug!(session = %id, error = %e, "rejected datagram");
+        }
+        self.pump(id);
+    }
+
+    fn handle_timeouts(&mut self, now: Instant) {
+        let due: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|s| s.next_timeout.is_some_and(|t| t <= now))
+            .map(|s| s.id)
+            .collect();
+        for id in due {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                if let Err(e) = s.pc.handle_timeout(now) {
+                    tracing::debug!(session = %id, error = %e, "timeout handling");
+                }
+                // Avoid spinning if the stack keeps returning a past deadline.
+                s.next_timeout = None;
+            }
+            self.pump(id);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let mut to_close = Vec::new();
+        for s in self.sessions.values() {
+            if let Some(reason) = s.close {
+                to_close.push((s.id, reason));
+            } else if !s.connected && now >= s.handshake_deadline {
+                TransportStats::inc(&self.stats.handshake_timeouts);
+                to_close.push((s.id, CloseReason::HandshakeTimeout));
+            } else if s.connected && now.duration_since(s.last_rx) >= self.config.idle_timeout {
+                TransportStats::inc(&self.stats.idle_timeouts);
+                to_close.push((s.id, CloseReason::Idle));
+            }
+        }
+        for (id, reason) in to_close {
+            self.close(id, reason);
+        }
+    }
+
+    fn close(&mut self, id: SessionId, reason: CloseReason) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        let _ = s.pc.close();
+        // Flush what close produced (DTLS close_notify).
+        while let Some(out) = s.pc.poll_write() {
+            self.send(&out.message, out.transport.peer_addr);
+        }
+        self.by_ufrag.remove(&s.ufrag);
+        for a in &s.addrs {
+            if self.by_addr.get(a) == Some(&id) {
+                self.by_addr.remove(a);
+            }
+        }
+        TransportStats::inc(&self.stats.sessions_closed);
+        self.handler.on_session_closed(id, &s.call, reason);
+    }
+
+    fn send(&self, data: &[u8], to: SocketAddr) {
+        match self.socket.try_send_to(data, to) {
+            Ok(_) => TransportStats::inc(&self.stats.datagrams_out),
+            Err(e) => {
+                TransportStats::inc(&self.stats.send_errors);
+                tracing::debug!(error = %e, %to, "udp send");
+            }
+        }
+    }
+
+    /// Drains a session's outputs: datagrams to send, events, decrypted media.
+    fn pump(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let mut moved: Vec<(SessionId, SocketAddr)> = Vec::new();
+        while let Some(out) = s.pc.poll_write() {
+            let to = out.transport.peer_addr;
+            if packet::is_stun_binding_success(&out.message) && !s.addrs.contains(&to) {
+                if s.addrs.len() < self.config.max_addrs_per_session {
+                    s.addrs.push(to);
+                    if let Some(prev) = self.by_addr.insert(to, id)
+                        && prev != id
+                    {
+                        // The address moved to a new session (a client reused its port).
+                        moved.push((prev, to));
+                    }
+                } else {
+                    // Do not answer from an address we will not accept media from.
+                    continue;
+                }
+            }
+            match self.socket.try_send_to(&out.message, to) {
+                Ok(_) => TransportStats::inc(&self.stats.datagrams_out),
+                Err(_) => TransportStats::inc(&self.stats.send_errors),
+            }
+        }
+        for (prev, addr) in moved {
+            if let Some(p) = self.sessions.get_mut(&prev) {
+                p.addrs.retain(|a| *a != addr);
+            }
+        }
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        while let Some(ev) = s.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = ev {
+                match state {
+                    RTCPeerConnectionState::Connected if !s.connected => {
+                        s.connected = true;
+                        TransportStats::inc(&self.stats.sessions_connected);
+                        self.handler.on_session_connected(id, &s.call);
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        s.close.get_or_insert(CloseReason::Failed);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        while let Some(TaggedRTCMessage { now, message }) = s.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(_, pkt) => {
+                    deliver_rtp(s, &pkt, now, &mut *self.handler, &self.stats);
+                }
+                RTCMessage::RtcpPacket(_, pkts) => {
+                    for p in &pkts {
+                        if let Some(sr) = p
+                            .as_any()
+                            .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+                        {
+                            TransportStats::inc(&self.stats.sender_reports);
+                            self.handler.on_sender_report(
+                                id,
+                                &s.call,
+                                &SenderReportInfo {
+                                    ssrc: Ssrc(sr.ssrc),
+                                    ntp_time: sr.ntp_time,
+                                    rtp_time: sr.rtp_time,
+                                    packet_count: sr.packet_count,
+                                },
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        s.next_timeout = s.pc.poll_timeout();
+    }
+}
+
+fn deliver_rtp(
+    s: &mut Session,
+    pkt: &rtc::rtp::packet::Packet,
+    now: Instant,
+    handler: &mut dyn MediaHandler,
+    stats: &TransportStats,
+) {
+    let h = &pkt.header;
+    if h.payload_type == s.offer.opus_payload_type {
+        let audio_level = s
+            .offer
+            .audio_level_id
+            .and_then(|id| h.get_extension(id))
+            .and_then(|b| packet::parse_audio_level(&b));
+        TransportStats::inc(&stats.rtp_delivered);
+        handler.on_rtp(&InboundRtp {
+            session: s.id,
+            call: &s.call,
+            received_at: now,
+            ssrc: Ssrc(h.ssrc),
+            sequence: h.sequence_number,
+            timestamp: h.timestamp,
+            payload_type: h.payload_type,
+            marker: h.marker,
+            audio_level,
+            payload: &pkt.payload,
+        });
+    } else if Some(h.payload_type) == s.offer.telephone_event_payload_type {
+        let Some(ev) = packet::parse_telephone_event(&pkt.payload) else {
+            TransportStats::inc(&stats.rtp_other_dropped);
+            return;
+        };
+        let idx = match s.tones.iter().position(|(ssrc, _)| *ssrc == h.ssrc) {
+            Some(i) => i,
+            None => {
+                s.tones.push((h.ssrc, ToneTracker::default()));
+                s.tones.len() - 1
+            }
+        };
+        let tracker = &mut s.tones[idx].1;
+        let mut phases = Vec::with_capacity(2);
+        if let Some(p) = tracker.handle(h.timestamp, &ev) {
+            phases.push(p);
+            // A press whose first packet we saw already ended: report both.
+            if p == super::TonePhase::Start && ev.end {
+                phases.push(super::TonePhase::End);
+            }
+        }
+        for phase in phases {
+            TransportStats::inc(&stats.tones_delivered);
+            handler.on_tone(&ToneEvent {
+                session: s.id,
+                call: s.call.clone(),
+                ssrc: Ssrc(h.ssrc),
+                event: ev.event,
+                phase,
+                duration: ev.duration,
+                volume: ev.volume,
+                timestamp: h.timestamp,
+            });
+        }
+    } else {
+        TransportStats::inc(&stats.rtp_other_dropped);
+    }
+}
+
+fn random_token(rng: &mut impl RngCore, len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..len)
+        .map(|_| char::from(ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()]))
+        .collect()
+}

@@ -1,0 +1,123 @@
+//! Shared harness for the transport integration tests: a media server + WHIP endpoint on
+//! loopback, with a handler that records everything it is given.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mediabot_media::transport::whip::{WhipConfig, WhipState, router};
+use mediabot_media::transport::{
+    AudioLevel, CallId, CloseReason, InboundRtp, MediaHandler, MediaServer, MediaServerConfig,
+    MediaServerHandle, SessionId, ToneEvent,
+};
+
+/// One received RTP packet, owned.
+#[derive(Debug, Clone)]
+pub struct Rtp {
+    pub session: SessionId,
+    pub ssrc: u32,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub audio_level: Option<AudioLevel>,
+    pub payload: Vec<u8>,
+    pub received_at: Instant,
+}
+
+/// Everything the handler saw.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    pub opened: HashMap<CallId, SessionId>,
+    pub connected: Vec<SessionId>,
+    pub rtp: Vec<Rtp>,
+    pub tones: Vec<ToneEvent>,
+    pub closed: Vec<(SessionId, CloseReason)>,
+}
+
+struct Recorder(Arc<Mutex<Seen>>);
+
+impl MediaHandler for Recorder {
+    fn on_session_opened(&mut self, session: SessionId, call: &CallId) {
+        self.0.lock().unwrap().opened.insert(call.clone(), session);
+    }
+    fn on_session_connected(&mut self, session: SessionId, _call: &CallId) {
+        self.0.lock().unwrap().connected.push(session);
+    }
+    fn on_rtp(&mut self, p: &InboundRtp<'_>) {
+        self.0.lock().unwrap().rtp.push(Rtp {
+            session: p.session,
+            ssrc: p.ssrc.0,
+            sequence: p.sequence,
+            timestamp: p.timestamp,
+            audio_level: p.audio_level,
+            payload: p.payload.to_vec(),
+            received_at: p.received_at,
+        });
+    }
+    fn on_tone(&mut self, tone: &ToneEvent) {
+        self.0.lock().unwrap().tones.push(tone.clone());
+    }
+    fn on_session_closed(&mut self, session: SessionId, _call: &CallId, reason: CloseReason) {
+        self.0.lock().unwrap().closed.push((session, reason));
+    }
+}
+
+/// Media server + WHIP router served on loopback.
+pub struct Harness {
+    pub media: MediaServerHandle,
+    pub whip: WhipState<MediaServerHandle>,
+    pub seen: Arc<Mutex<Seen>>,
+    pub http_addr: std::net::SocketAddr,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(MediaServerConfig::default()).await
+    }
+
+    pub async fn start_with(config: MediaServerConfig) -> Self {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let media = MediaServer::start(config, Box::new(Recorder(Arc::clone(&seen)))).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = listener.local_addr().unwrap();
+        let whip = WhipState::new(
+            WhipConfig {
+                public_base_url: format!("http://{http_addr}"),
+                ..Default::default()
+            },
+            media.clone(),
+        );
+        let app = router(whip.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            media,
+            whip,
+            seen,
+            http_addr,
+        }
+    }
+
+    /// Waits (up to 20 s) until `cond` holds on what was seen, and returns a copy.
+    pub async fn wait_for(&self, cond: impl Fn(&Seen) -> bool) -> Seen {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            {
+                let s = self.seen.lock().unwrap();
+                if cond(&s) {
+                    return s.clone();
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "condition not met in time; seen so far: {} rtp, {} tones, closed {:?}",
+                        s.rtp.len(),
+                        s.tones.len(),
+                        s.closed
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
