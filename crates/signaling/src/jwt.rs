@@ -1,0 +1,123 @@
+//! Minimal RS256 JWT primitives shared by client assertions (signing) and inbound
+//! notification tokens (verification). Only RS256 exists here: no `none`, no HMAC, so an
+//! algorithm-confusion attack has nothing to confuse.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
+use rsa::{RsaPrivateKey, RsaPublicKey};
+use sha2::Sha256;
+
+/// Longest token accepted, in bytes.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Why a JWT could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    /// Not three base64url parts, too long, or not JSON objects.
+    #[error("malformed jwt")]
+    Malformed,
+    /// Signing failed.
+    #[error("signing failed")]
+    Signing,
+}
+
+/// The JOSE header fields this crate reads.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct JwtHeader {
+    /// Algorithm.
+    #[serde(default)]
+    pub alg: Option<String>,
+    /// Key id.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// Certificate thumbprint.
+    #[serde(default)]
+    pub x5t: Option<String>,
+    /// Type.
+    #[serde(default)]
+    pub typ: Option<String>,
+}
+
+/// A JWT split into its parts (not verified).
+#[derive(Debug, Clone)]
+pub struct UnverifiedJwt {
+    /// Header.
+    pub header: JwtHeader,
+    /// Claims.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// `base64url(header) "." base64url(claims)`: the signed bytes.
+    pub signing_input: String,
+    /// Signature bytes.
+    pub signature: Vec<u8>,
+}
+
+/// Base64url without padding.
+pub fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64url, tolerating trailing padding.
+pub fn b64url_decode(s: &str) -> Result<Vec<u8>, JwtError> {
+    URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| JwtError::Malformed)
+}
+
+/// Splits and decodes a compact JWT without checking anything but its shape.
+///
+/// # Errors
+/// [`JwtError::Malformed`] for anything that is not `header.claims.signature` of JSON objects.
+pub fn decode_unverified(token: &str) -> Result<UnverifiedJwt, JwtError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(JwtError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    let header: JwtHeader =
+        serde_json::from_slice(&b64url_decode(h)?).map_err(|_| JwtError::Malformed)?;
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&b64url_decode(c)?).map_err(|_| JwtError::Malformed)?;
+    let signature = b64url_decode(s)?;
+    Ok(UnverifiedJwt {
+        header,
+        claims,
+        signing_input: format!("{h}.{c}"),
+        signature,
+    })
+}
+
+/// Signs `header` and `claims` (JSON objects) with RS256 (PKCS#1 v1.5, SHA-256, blinded).
+///
+/// # Errors
+/// [`JwtError::Signing`] if the key cannot sign.
+pub fn sign_rs256(
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+    key: &RsaPrivateKey,
+) -> Result<String, JwtError> {
+    let h = b64url(header.to_string().as_bytes());
+    let c = b64url(claims.to_string().as_bytes());
+    let input = format!("{h}.{c}");
+    let signer = SigningKey::<Sha256>::new(key.clone());
+    let sig = signer
+        .try_sign_with_rng(&mut rsa::rand_core::OsRng, input.as_bytes())
+        .map_err(|_| JwtError::Signing)?;
+    Ok(format!("{input}.{}", b64url(&sig.to_bytes())))
+}
+
+/// Checks an RS256 signature over `signing_input`.
+pub fn verify_rs256(signing_input: &[u8], signature: &[u8], key: &RsaPublicKey) -> bool {
+    let Ok(sig) = Signature::try_from(signature) else {
+        return false;
+    };
+    VerifyingKey::<Sha256>::new(key.clone())
+        .verify(signing_input, &sig)
+        .is_ok()
+}
