@@ -3,5 +3,25 @@
 //! transcription streamer, playback).
 
 pub mod config;
+pub mod health;
 pub mod metrics;
+pub mod server;
 pub mod sinks;
+
+/// The facts deploy manifests must agree with, as JSON: every environment variable the binary
+/// reads, the default HTTP and media ports, and the probe paths. `mediabot deploy-facts` prints
+/// it and `deploy/check.sh` compares the rendered manifests with it, so they cannot drift apart.
+pub fn deploy_facts() -> serde_json::Value {
+    let d = config::Config::default();
+    serde_json::json!({
+        "env": config::ENV_KEYS,
+        "http_port": d.server.listen.port(),
+        "udp_port": d.media.udp_port,
+        "liveness_path": server::HEALTH_PATH,
+        "readiness_path": server::READY_PATH,
+        "metrics_path": server::METRICS_PATH,
+        "notification_path": server::NOTIFICATION_PATH,
+        "whip_prefix": server::WHIP_PREFIX,
+        "healthcheck_command": ["mediabot", "healthcheck"],
+    })
+}

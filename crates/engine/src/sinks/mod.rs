@@ -1,4 +1,6 @@
 //! Sinks: where frames go after the media pipeline (recorder, transcription streamer, app code).
 
 pub mod ogg;
+pub mod transcription;
+pub mod transcription_ws;
 pub mod wav;
