@@ -195,13 +195,16 @@ impl TokenProvider {
                     None,
                 )
             })?;
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "client_credentials");
-        form.append_pair("client_id", &self.credentials.client_id);
-        form.append_pair("scope", &self.config.scope);
-        for (k, v) in &fields {
-            form.append_pair(k, v);
-        }
+        let form_body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            form.append_pair("client_id", &self.credentials.client_id);
+            form.append_pair("scope", &self.config.scope);
+            for (k, v) in &fields {
+                form.append_pair(k, v);
+            }
+            form.finish()
+        };
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let sent = self
             .http
@@ -212,7 +215,7 @@ impl TokenProvider {
             )
             .header("client-request-id", &client_request_id)
             .timeout(self.config.request_timeout)
-            .body(form.finish())
+            .body(form_body)
             .send()
             .await;
         let mut resp = match sent {
