@@ -7,6 +7,7 @@ pub mod error;
 pub mod join_url;
 pub mod jwt;
 pub mod models;
+pub mod notifications;
 mod transport;
 
 pub use auth::{Credentials, Permission, TokenProvider};

@@ -7,3 +7,4 @@ mod fake_graph;
 mod keys;
 mod models;
 mod operations;
+mod verify;
