@@ -1,0 +1,15 @@
+//! Integration tests of the emulator through its HTTP surface over loopback (one binary).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity,
+    missing_docs
+)]
+
+mod bad_input;
+mod calls;
+mod common;
+mod identity;
+mod notifications;
+mod permissions;
+mod scenarios;
