@@ -1,0 +1,639 @@
+//! One call's pipeline: the streams of its senders, the mixer, and the sinks' rings, behind the
+//! [`MediaIngest`] seam. Sans-IO: every input carries `now`, and [`CallPipeline::poll`] does the
+//! time-driven work (play-out, mixing) and says when it next needs to run.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::frame::{AudioFrame, FrameConsumer, Sample, SinkProducer, ring};
+use crate::jitter::JitterConfig;
+use crate::mixer::{Mixer, MixerConfig};
+use crate::rtp::{RtpError, RtpPacket, is_rtcp, sender_reports};
+use crate::stats::{CallStats, StreamStats};
+use crate::stream::{Emit, Stream, StreamParams};
+use crate::units::{
+    CallTag, FrameDuration, ParticipantTag, PayloadType, SampleRate, Ssrc, TimelinePos,
+    WallClock100ns,
+};
+
+/// Most PCM samples accepted in one [`PcmInput`] (120 ms at 48 kHz).
+pub const MAX_PCM_SAMPLES: usize = 5760;
+/// Most sinks per call.
+pub const MAX_SINKS: usize = 16;
+/// SSRCs seen once and waiting for a second packet before they get a stream.
+const PROBATION_SLOTS: usize = 16;
+
+/// The ingest seam: every adapter (WebRTC transport, media bridge, tests) feeds a call through
+/// this trait. Calls never block and never allocate in steady state; bad input is counted and
+/// reported as an error the caller may ignore.
+pub trait MediaIngest {
+    /// One decrypted RTP packet (Opus) received at `now`.
+    ///
+    /// # Errors
+    /// [`IngestError`] when the packet is malformed or refused (it is counted either way).
+    fn ingest_rtp(&mut self, now: Instant, packet: &[u8]) -> Result<(), IngestError>;
+
+    /// One decrypted RTCP (compound) packet received at `now`; sender reports are used.
+    ///
+    /// # Errors
+    /// [`IngestError::Rtp`] when the compound packet is malformed.
+    fn ingest_rtcp(&mut self, now: Instant, packet: &[u8]) -> Result<(), IngestError>;
+
+    /// One PCM frame from the media bridge.
+    ///
+    /// # Errors
+    /// [`IngestError`] when the frame is refused (bad size, rate, or stream limit).
+    fn ingest_pcm(&mut self, now: Instant, frame: &PcmInput<'_>) -> Result<(), IngestError>;
+
+    /// A datagram from a muxed RTP/RTCP flow (RFC 5761): dispatched by packet type.
+    ///
+    /// # Errors
+    /// As [`MediaIngest::ingest_rtp`] / [`MediaIngest::ingest_rtcp`].
+    fn ingest_datagram(&mut self, now: Instant, packet: &[u8]) -> Result<(), IngestError> {
+        if is_rtcp(packet) {
+            self.ingest_rtcp(now, packet)
+        } else {
+            self.ingest_rtp(now, packet)
+        }
+    }
+}
+
+/// A raw PCM frame from an adapter that decodes elsewhere (the planned media bridge).
+#[derive(Debug, Clone, Copy)]
+pub struct PcmInput<'a> {
+    /// The source's id (the MSI / SSRC of the speaker).
+    pub source: Ssrc,
+    /// Rate of `samples`.
+    pub rate: SampleRate,
+    /// Mono 16-bit samples.
+    pub samples: &'a [i16],
+    /// The source's media timestamp in 100 ns units, when it has one (Microsoft's frames do);
+    /// gaps between timestamps become silence like DTX.
+    pub timestamp_100ns: Option<u64>,
+}
+
+/// Why an ingest call refused its input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// Malformed RTP/RTCP.
+    #[error(transparent)]
+    Rtp(#[from] RtpError),
+    /// A new source, but the call already has its maximum number of streams.
+    #[error("too many streams in call (max {max})")]
+    TooManyStreams {
+        /// The limit.
+        max: usize,
+    },
+    /// A PCM frame that is empty, too long, or changes its source's rate.
+    #[error("bad pcm frame")]
+    BadPcm,
+    /// The stream could not be set up.
+    #[error("stream setup failed: {0}")]
+    Setup(String),
+}
+
+/// Call pipeline settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct CallConfig {
+    /// The engine's handle for the call, copied onto every frame.
+    pub call: CallTag,
+    /// Rate of every track (per speaker and mixed).
+    pub output_rate: SampleRate,
+    /// Frame size.
+    pub frame: FrameDuration,
+    /// Most concurrent streams (SSRCs); extra sources are refused and counted.
+    pub max_streams: usize,
+    /// The negotiated Opus payload type; other types are counted and dropped.
+    pub opus_payload_type: PayloadType,
+    /// Jitter buffer settings for every stream.
+    pub jitter: JitterConfig,
+    /// Mixer settings; `None` runs no mixer (per-speaker tracks only).
+    pub mixer: Option<MixerConfig>,
+    /// Longest gap in one stream filled with exact silence; a longer pause becomes a marked gap
+    /// (no frames; the next frame has `discontinuity` and its true position).
+    pub max_silence_fill: Duration,
+    /// A stream silent this long is closed (its slot freed; a later packet starts a new one).
+    pub stream_idle_timeout: Duration,
+}
+
+impl CallConfig {
+    /// Defaults: 16 kHz, 20 ms frames, 32 streams, PT 111, mixer on, 10 s silence fill,
+    /// 30 s idle timeout.
+    pub fn new(call: CallTag) -> Self {
+        CallConfig {
+            call,
+            output_rate: SampleRate::HZ_16000,
+            frame: FrameDuration::Ms20,
+            max_streams: 32,
+            opus_payload_type: PayloadType(111),
+            jitter: JitterConfig::default(),
+            mixer: Some(MixerConfig::default()),
+            max_silence_fill: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Sets the output rate.
+    pub fn with_rate(mut self, rate: SampleRate) -> Self {
+        self.output_rate = rate;
+        self
+    }
+
+    /// Sets the frame size.
+    pub fn with_frame(mut self, frame: FrameDuration) -> Self {
+        self.frame = frame;
+        self
+    }
+
+    /// Sets (or removes) the mixer.
+    pub fn with_mixer(mut self, mixer: Option<MixerConfig>) -> Self {
+        self.mixer = mixer;
+        self
+    }
+
+    /// Sets the jitter buffer settings.
+    pub fn with_jitter(mut self, jitter: JitterConfig) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets the stream limit.
+    pub fn with_max_streams(mut self, n: usize) -> Self {
+        self.max_streams = n;
+        self
+    }
+}
+
+/// Which frames a sink receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackSelect {
+    /// Every participant's frames (tagged by source).
+    AllParticipants,
+    /// One stream's frames.
+    Participant(Ssrc),
+    /// The mixed track.
+    Mixed,
+}
+
+/// Something the engine should know about, from [`CallPipeline::poll_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PipelineEvent {
+    /// A new stream started.
+    StreamAdded(Ssrc),
+    /// A stream was closed (idle or removed).
+    StreamRemoved(Ssrc),
+    /// The dominant speaker changed (`Ssrc::NONE`: nobody), like the SDK's
+    /// `DominantSpeakerChanged`.
+    DominantSpeakerChanged(Ssrc),
+}
+
+pub(crate) struct Sink {
+    pub select: TrackSelect,
+    pub producer: SinkProducer,
+}
+
+/// A call's media pipeline.
+pub struct CallPipeline {
+    cfg: CallConfig,
+    media_start: Instant,
+    wall_start: WallClock100ns,
+    frame_len: usize,
+    streams: Vec<Stream>,
+    probation: Box<[Probation; PROBATION_SLOTS]>,
+    sinks: Vec<Sink>,
+    mixer: Option<Mixer>,
+    stats: Arc<CallStats>,
+    events: VecDeque<PipelineEvent>,
+    scratch: Box<AudioFrame<f32>>,
+}
+
+impl std::fmt::Debug for CallPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallPipeline")
+            .field("call", &self.cfg.call)
+            .field("streams", &self.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallPipeline {
+    /// A pipeline whose media timeline starts at `now` (wall clock `wall_now`).
+    pub fn new(cfg: CallConfig, now: Instant, wall_now: SystemTime) -> Self {
+        let frame_len = cfg.frame.samples(cfg.output_rate);
+        let max_streams = cfg.max_streams.clamp(1, 256);
+        CallPipeline {
+            cfg: CallConfig { max_streams, ..cfg },
+            media_start: now,
+            wall_start: WallClock100ns::from_system_time(wall_now),
+            frame_len,
+            streams: Vec::with_capacity(max_streams),
+            probation: Box::new(std::array::from_fn(|_| Probation::default())),
+            sinks: Vec::with_capacity(MAX_SINKS),
+            mixer: cfg.mixer.map(|m| Mixer::new(m, cfg.output_rate, frame_len)),
+            stats: Arc::new(CallStats::default()),
+            events: VecDeque::with_capacity(64),
+            scratch: Box::new(AudioFrame::empty()),
+        }
+    }
+
+    /// Adds a sink of `i16` frames with a ring of `capacity` frames; `None` past
+    /// [`MAX_SINKS`].
+    pub fn add_sink_i16(
+        &mut self,
+        select: TrackSelect,
+        capacity: usize,
+    ) -> Option<FrameConsumer<i16>> {
+        self.add_sink::<i16>(select, capacity, SinkProducer::I16)
+    }
+
+    /// Adds a sink of `f32` frames with a ring of `capacity` frames; `None` past
+    /// [`MAX_SINKS`].
+    pub fn add_sink_f32(
+        &mut self,
+        select: TrackSelect,
+        capacity: usize,
+    ) -> Option<FrameConsumer<f32>> {
+        self.add_sink::<f32>(select, capacity, SinkProducer::F32)
+    }
+
+    fn add_sink<S: Sample>(
+        &mut self,
+        select: TrackSelect,
+        capacity: usize,
+        wrap: fn(ringbuf::HeapProd<AudioFrame<S>>) -> SinkProducer,
+    ) -> Option<FrameConsumer<S>> {
+        if self.sinks.len() >= MAX_SINKS {
+            return None;
+        }
+        let (p, c) = ring::<S>(capacity);
+        self.sinks.push(Sink {
+            select,
+            producer: wrap(p),
+        });
+        Some(c)
+    }
+
+    /// Tags a stream's frames with a roster participant (from `mediaStreams[].sourceId`).
+    pub fn set_participant(&mut self, ssrc: Ssrc, participant: Option<ParticipantTag>) {
+        if let Some(s) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
+            s.participant = participant;
+        }
+    }
+
+    /// Counters of one stream, shareable with a metrics thread.
+    pub fn stream_stats(&self, ssrc: Ssrc) -> Option<Arc<StreamStats>> {
+        self.streams
+            .iter()
+            .find(|s| s.ssrc == ssrc)
+            .map(|s| Arc::clone(&s.stats))
+    }
+
+    /// The call's counters, shareable with a metrics thread.
+    pub fn stats(&self) -> Arc<CallStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// SSRCs of the current streams.
+    pub fn streams(&self) -> impl Iterator<Item = Ssrc> + '_ {
+        self.streams.iter().map(|s| s.ssrc)
+    }
+
+    /// The current dominant speaker (`Ssrc::NONE` when nobody or no mixer).
+    pub fn dominant_speaker(&self) -> Ssrc {
+        self.mixer.as_ref().map_or(Ssrc::NONE, Mixer::dominant)
+    }
+
+    /// The timeline position of `now`.
+    pub fn position_at(&self, now: Instant) -> TimelinePos {
+        let d = now.saturating_duration_since(self.media_start);
+        TimelinePos(self.cfg.output_rate.samples_in(d) as u64)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<PipelineEvent> {
+        self.events.pop_front()
+    }
+
+    /// Does the time-driven work due at `now`: play-out of every stream, idle-stream removal,
+    /// mixing. Returns when it next needs to run.
+    pub fn poll(&mut self, now: Instant) -> Option<Instant> {
+        let t = self.secs(now);
+        let idle = self.cfg.stream_idle_timeout.as_secs_f64();
+        let mut i = 0;
+        while i < self.streams.len() {
+            let (streams, mut emit) = self.split();
+            streams[i].poll(t, &mut emit);
+            if t - streams[i].last_arrival > idle {
+                streams[i].finish(&mut emit);
+                let gone = self.streams.swap_remove(i);
+                if let Some(m) = self.mixer.as_mut() {
+                    m.forget(gone.ssrc);
+                }
+                self.push_event(PipelineEvent::StreamRemoved(gone.ssrc));
+            } else {
+                i += 1;
+            }
+        }
+        let now_pos = self.position_at(now).0;
+        if let Some(mixer) = self.mixer.as_mut() {
+            while let Some((frame, change)) = mixer.poll(now_pos) {
+                let f = &mut *self.scratch;
+                *f = *frame;
+                f.call = self.cfg.call;
+                f.capture_time = self
+                    .wall_start
+                    .plus(self.cfg.output_rate.duration_of(f.position.0));
+                StreamStats::add(&self.stats.mixed_frames, 1);
+                for sink in self
+                    .sinks
+                    .iter_mut()
+                    .filter(|s| s.select == TrackSelect::Mixed)
+                {
+                    if !sink.producer.push(f) {
+                        StreamStats::add(&self.stats.mixed_dropped_at_ring, 1);
+                    }
+                }
+                if let Some(ssrc) = change {
+                    StreamStats::add(&self.stats.dominant_changes, 1);
+                    if self.events.len() < self.events.capacity() {
+                        self.events
+                            .push_back(PipelineEvent::DominantSpeakerChanged(ssrc));
+                    }
+                }
+            }
+        }
+        self.next_timeout()
+    }
+
+    /// Closes a stream now (e.g. the participant left), emitting its last partial frame.
+    pub fn remove_stream(&mut self, ssrc: Ssrc) {
+        if let Some(i) = self.streams.iter().position(|s| s.ssrc == ssrc) {
+            let (streams, mut emit) = self.split();
+            streams[i].finish(&mut emit);
+            self.streams.swap_remove(i);
+            if let Some(m) = self.mixer.as_mut() {
+                m.forget(ssrc);
+            }
+            self.push_event(PipelineEvent::StreamRemoved(ssrc));
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        let mut next: Option<f64> = None;
+        for s in &self.streams {
+            if let Some(d) = s.next_due() {
+                next = Some(next.map_or(d, |n: f64| n.min(d)));
+            }
+        }
+        if let Some(m) = &self.mixer {
+            let fl = self.frame_len as f64;
+            let delay = self.cfg.mixer.map_or(0.0, |c| c.delay.as_secs_f64());
+            let due =
+                (m.next_position() as f64 + fl) / f64::from(self.cfg.output_rate.hz()) + delay;
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+        next.map(|s| self.media_start + Duration::from_secs_f64(s.max(0.0)))
+    }
+
+    fn secs(&self, now: Instant) -> f64 {
+        now.saturating_duration_since(self.media_start)
+            .as_secs_f64()
+    }
+
+    fn push_event(&mut self, e: PipelineEvent) {
+        if self.events.len() < self.events.capacity() {
+            self.events.push_back(e);
+        }
+    }
+
+    fn split(&mut self) -> (&mut [Stream], Emit<'_>) {
+        split_with(
+            &mut self.streams,
+            &mut self.sinks,
+            self.mixer.as_mut(),
+            &self.stats,
+            &mut self.scratch,
+            self.cfg.call,
+            self.wall_start,
+            self.cfg.output_rate,
+        )
+    }
+
+    fn params(&self, ssrc: Ssrc) -> StreamParams {
+        StreamParams {
+            ssrc,
+            out_rate: self.cfg.output_rate,
+            frame_len: self.frame_len,
+            jitter: self.cfg.jitter,
+            max_fill_secs: self.cfg.max_silence_fill.as_secs_f64(),
+            payload_type: self.cfg.opus_payload_type,
+        }
+    }
+
+    /// Finds the stream of `ssrc`, creating it when allowed.
+    fn stream_index(
+        &mut self,
+        ssrc: Ssrc,
+        make: impl FnOnce(&StreamParams) -> Result<Stream, IngestError>,
+    ) -> Result<usize, IngestError> {
+        if let Some(i) = self.streams.iter().position(|s| s.ssrc == ssrc) {
+            return Ok(i);
+        }
+        if self.streams.len() >= self.cfg.max_streams {
+            StreamStats::add(&self.stats.streams_refused, 1);
+            return Err(IngestError::TooManyStreams {
+                max: self.cfg.max_streams,
+            });
+        }
+        let stream = make(&self.params(ssrc))?;
+        self.streams.push(stream);
+        StreamStats::add(&self.stats.streams_created, 1);
+        self.push_event(PipelineEvent::StreamAdded(ssrc));
+        Ok(self.streams.len() - 1)
+    }
+
+    /// RFC 3550 A.1 probation: a new SSRC gets a stream on its second packet in sequence, so
+    /// a flood of random SSRCs never allocates. The first packet is held (copied into a fixed
+    /// slot) and replayed when the stream is created, so no audio is lost.
+    fn probation(&mut self, now: Instant, pkt: &RtpPacket<'_>, bytes: &[u8]) -> Option<usize> {
+        let max_age = Duration::from_secs(2);
+        if let Some(i) = self.probation.iter().position(|p| p.ssrc == Some(pkt.ssrc)) {
+            let slot = &mut self.probation[i];
+            let fresh = slot
+                .at
+                .is_some_and(|at| now.saturating_duration_since(at) < max_age);
+            if fresh && pkt.seq.0.wrapping_sub(slot.seq) < 8 && pkt.seq.0 != slot.seq {
+                slot.ssrc = None;
+                return Some(i);
+            }
+            slot.hold(pkt, bytes, now);
+            return None;
+        }
+        let victim = self
+            .probation
+            .iter_mut()
+            .min_by_key(|p| (p.ssrc.is_some(), p.at))
+            .map(|p| p.hold(pkt, bytes, now));
+        let _ = victim;
+        None
+    }
+}
+
+/// A new SSRC's first packet, held until a second one confirms the source.
+struct Probation {
+    ssrc: Option<Ssrc>,
+    seq: u16,
+    at: Option<Instant>,
+    len: usize,
+    data: [u8; crate::rtp::MAX_PACKET_LEN],
+}
+
+impl Default for Probation {
+    fn default() -> Self {
+        Probation {
+            ssrc: None,
+            seq: 0,
+            at: None,
+            len: 0,
+            data: [0; crate::rtp::MAX_PACKET_LEN],
+        }
+    }
+}
+
+impl Probation {
+    fn hold(&mut self, pkt: &RtpPacket<'_>, bytes: &[u8], now: Instant) {
+        self.ssrc = Some(pkt.ssrc);
+        self.seq = pkt.seq.0;
+        self.at = Some(now);
+        self.len = bytes.len().min(self.data.len());
+        self.data[..self.len].copy_from_slice(&bytes[..self.len]);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn split_with<'a>(
+    streams: &'a mut [Stream],
+    sinks: &'a mut [Sink],
+    mixer: Option<&'a mut Mixer>,
+    call_stats: &'a CallStats,
+    scratch: &'a mut AudioFrame<f32>,
+    call: CallTag,
+    wall_start: WallClock100ns,
+    rate: SampleRate,
+) -> (&'a mut [Stream], Emit<'a>) {
+    (
+        streams,
+        Emit {
+            call,
+            wall_start,
+            rate,
+            sinks,
+            mixer,
+            call_stats,
+            scratch,
+        },
+    )
+}
+
+impl MediaIngest for CallPipeline {
+    fn ingest_rtp(&mut self, now: Instant, packet: &[u8]) -> Result<(), IngestError> {
+        let pkt = match RtpPacket::parse(packet) {
+            Ok(p) => p,
+            Err(e) => {
+                StreamStats::add(&self.stats.malformed, 1);
+                return Err(e.into());
+            }
+        };
+        let known = self
+            .streams
+            .iter()
+            .any(|s| s.ssrc == pkt.ssrc && !s.is_pcm());
+        if !known {
+            if self.streams.iter().any(|s| s.ssrc == pkt.ssrc) {
+                return Err(IngestError::Setup("ssrc is a pcm source".into()));
+            }
+            if self.streams.len() >= self.cfg.max_streams {
+                StreamStats::add(&self.stats.streams_refused, 1);
+                return Err(IngestError::TooManyStreams {
+                    max: self.cfg.max_streams,
+                });
+            }
+            let Some(held) = self.probation(now, &pkt, packet) else {
+                return Ok(());
+            };
+            let i = self.stream_index(pkt.ssrc, |p| {
+                Stream::new_opus(p).map_err(|e| IngestError::Setup(e.to_string()))
+            })?;
+            let t_held = self.probation[held].at.map_or(0.0, |at| self.secs(at));
+            let probation = &self.probation[held];
+            if let Ok(first) = RtpPacket::parse(&probation.data[..probation.len]) {
+                let (streams, mut emit) = split_with(
+                    &mut self.streams,
+                    &mut self.sinks,
+                    self.mixer.as_mut(),
+                    &self.stats,
+                    &mut self.scratch,
+                    self.cfg.call,
+                    self.wall_start,
+                    self.cfg.output_rate,
+                );
+                streams[i].handle_rtp(t_held, &first, &mut emit);
+            }
+        }
+        let i = self.stream_index(pkt.ssrc, |p| {
+            Stream::new_opus(p).map_err(|e| IngestError::Setup(e.to_string()))
+        })?;
+        let t = self.secs(now);
+        let (streams, mut emit) = self.split();
+        streams[i].handle_rtp(t, &pkt, &mut emit);
+        Ok(())
+    }
+
+    fn ingest_rtcp(&mut self, _now: Instant, packet: &[u8]) -> Result<(), IngestError> {
+        for sr in sender_reports(packet) {
+            match sr {
+                Ok(sr) => {
+                    if let Some(s) = self.streams.iter_mut().find(|s| s.ssrc == sr.ssrc) {
+                        s.handle_sender_report(sr.ntp_time, sr.rtp_time);
+                    }
+                }
+                Err(e) => {
+                    StreamStats::add(&self.stats.malformed, 1);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ingest_pcm(&mut self, now: Instant, frame: &PcmInput<'_>) -> Result<(), IngestError> {
+        if frame.samples.is_empty() || frame.samples.len() > MAX_PCM_SAMPLES {
+            StreamStats::add(&self.stats.pcm_rejected, 1);
+            return Err(IngestError::BadPcm);
+        }
+        let rate = frame.rate;
+        let i = self.stream_index(frame.source, |p| {
+            Stream::new_pcm(p, rate).map_err(|e| IngestError::Setup(e.to_string()))
+        })?;
+        if self.streams[i].pcm_rate() != Some(rate) {
+            StreamStats::add(&self.stats.pcm_rejected, 1);
+            return Err(IngestError::BadPcm);
+        }
+        let ts = frame
+            .timestamp_100ns
+            .map(|t| (u128::from(t) * u128::from(rate.hz()) / 10_000_000) as i64);
+        let mut buf = [0.0f32; MAX_PCM_SAMPLES];
+        for (d, s) in buf.iter_mut().zip(frame.samples) {
+            *d = s.to_f32();
+        }
+        let t = self.secs(now);
+        let n = frame.samples.len();
+        let (streams, mut emit) = self.split();
+        streams[i].handle_pcm(t, &buf[..n], ts, &mut emit);
+        Ok(())
+    }
+}

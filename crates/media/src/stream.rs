@@ -1,0 +1,666 @@
+//! One sender's stream inside a call: receive state, jitter buffer, decoder, resampler with
+//! drift control, and the frame assembler that places audio on the call timeline.
+//!
+//! Placement: a sample with media time `t` (s) belongs at timeline position
+//! `(envelope + t) * output_rate`, where the envelope is the stream's minimum transit
+//! ([`TransitEnvelope`]). The stream's output position is compared with that target after every
+//! chunk; a PI controller turns the error into a resampler ratio correction (smooth, a few
+//! hundred ppm), and only errors beyond a threshold (start-up, clock jumps) are fixed by
+//! inserting silence or dropping samples.
+
+use std::sync::Arc;
+
+use crate::decode::{DecodeKind, OpusDecoder};
+use crate::frame::{AudioFrame, FrameFlags, FrameSource, MAX_FRAME_SAMPLES, level_dbfs};
+use crate::jitter::{InsertOutcome, JitterBuffer, JitterConfig, Playout};
+use crate::mixer::{MixReject, Mixer};
+use crate::pipeline::{Sink, TrackSelect};
+use crate::receive::{ReceiveState, SeqVerdict, TransitEnvelope};
+use crate::resample::{DriftResampler, ResampleError};
+use crate::rtp::RtpPacket;
+use crate::stats::{CallStats, StreamStats};
+use crate::units::{
+    CallTag, ParticipantTag, PayloadType, SampleRate, Ssrc, TimelinePos, WallClock100ns,
+};
+
+/// Proportional gain of the drift controller (per second of position error).
+const KP: f64 = 0.1;
+/// Integral gain (critically damped with `KP`).
+const KI: f64 = KP * KP / 4.0;
+/// Largest correction (ratio deviation) the controller applies.
+const MAX_CORRECTION: f64 = 0.005;
+/// Largest integral term (covers +-2000 ppm of clock drift).
+const MAX_INTEGRAL: f64 = 0.002;
+/// Position error fixed by inserting/dropping samples after the first seconds.
+const HARD_ERROR_SECS: f64 = 0.06;
+/// Position error fixed by inserting/dropping samples during a stream's first seconds.
+const WARMUP_HARD_ERROR_SECS: f64 = 0.01;
+/// How long the warm-up lasts (media seconds since the anchor).
+const WARMUP_SECS: f64 = 2.0;
+/// Envelope leak: must exceed the largest drift followed (200 ppm = 0.0002 s/s).
+const ENVELOPE_LEAK: f64 = 0.001;
+/// A gap is filled with silence only if the filled position is within this of the target.
+const FILL_TOLERANCE_SECS: f64 = 0.1;
+
+/// Where a frame goes, handed down from the pipeline.
+pub(crate) struct Emit<'a> {
+    pub call: CallTag,
+    pub wall_start: WallClock100ns,
+    pub rate: SampleRate,
+    pub sinks: &'a mut [Sink],
+    pub mixer: Option<&'a mut Mixer>,
+    pub call_stats: &'a CallStats,
+    pub scratch: &'a mut AudioFrame<f32>,
+}
+
+pub(crate) struct StreamParams {
+    pub ssrc: Ssrc,
+    pub out_rate: SampleRate,
+    pub frame_len: usize,
+    pub jitter: JitterConfig,
+    pub max_fill_secs: f64,
+    pub payload_type: PayloadType,
+}
+
+// One per stream, built once and never moved around: the size difference is irrelevant.
+#[allow(clippy::large_enum_variant)]
+enum Source {
+    Opus {
+        recv: ReceiveState,
+        jb: JitterBuffer,
+        dec: OpusDecoder,
+        pt: PayloadType,
+    },
+    Pcm {
+        rate: SampleRate,
+        next_ts: i64,
+    },
+}
+
+/// Timeline placement of one stream's audio.
+struct Timeline {
+    clock: f64,
+    k: i64,
+    out_rate: f64,
+    max_fill_secs: f64,
+    env: TransitEnvelope,
+    rs: DriftResampler,
+    asm: Assembler,
+    next_ts: Option<i64>,
+    fifo_ts: i64,
+    anchor_ts: i64,
+    skip: u64,
+    drop_input: usize,
+    integral: f64,
+    force_discontinuity: bool,
+    sr: Option<(WallClock100ns, i64)>,
+}
+
+/// A stream of a call.
+pub(crate) struct Stream {
+    pub ssrc: Ssrc,
+    pub participant: Option<ParticipantTag>,
+    pub stats: Arc<StreamStats>,
+    pub last_arrival: f64,
+    max_delay: f64,
+    source: Source,
+    tl: Timeline,
+}
+
+impl Stream {
+    /// An Opus stream decoding at the output rate when libopus can, else at 48 kHz.
+    pub fn new_opus(p: &StreamParams) -> Result<Self, ResampleError> {
+        let decode_rate = if p.out_rate.is_opus_native() {
+            p.out_rate
+        } else {
+            SampleRate::HZ_48000
+        };
+        let dec = OpusDecoder::new(decode_rate)
+            .map_err(|e| ResampleError::Construction(e.to_string()))?;
+        let source = Source::Opus {
+            recv: ReceiveState::new(48_000),
+            jb: JitterBuffer::new(p.jitter, 48_000),
+            dec,
+            pt: p.payload_type,
+        };
+        Self::new(p, source, 48_000, decode_rate)
+    }
+
+    /// A PCM stream (media bridge) at `rate`.
+    pub fn new_pcm(p: &StreamParams, rate: SampleRate) -> Result<Self, ResampleError> {
+        Self::new(p, Source::Pcm { rate, next_ts: 0 }, rate.hz(), rate)
+    }
+
+    fn new(
+        p: &StreamParams,
+        source: Source,
+        clock: u32,
+        decode_rate: SampleRate,
+    ) -> Result<Self, ResampleError> {
+        let rs = DriftResampler::new(decode_rate, p.out_rate)?;
+        Ok(Stream {
+            ssrc: p.ssrc,
+            participant: None,
+            stats: Arc::new(StreamStats::default()),
+            last_arrival: 0.0,
+            max_delay: p.jitter.max_delay.as_secs_f64(),
+            source,
+            tl: Timeline {
+                clock: f64::from(clock),
+                k: i64::from(clock / decode_rate.hz()).max(1),
+                out_rate: f64::from(p.out_rate.hz()),
+                max_fill_secs: p.max_fill_secs,
+                env: TransitEnvelope::new(ENVELOPE_LEAK),
+                rs,
+                asm: Assembler::new(p.frame_len),
+                next_ts: None,
+                fifo_ts: 0,
+                anchor_ts: 0,
+                skip: 0,
+                drop_input: 0,
+                integral: 0.0,
+                force_discontinuity: false,
+                sr: None,
+            },
+        })
+    }
+
+    /// Whether this is a PCM (media bridge) stream.
+    pub fn is_pcm(&self) -> bool {
+        matches!(self.source, Source::Pcm { .. })
+    }
+
+    /// Takes one RTP packet of this stream, then plays out whatever is due.
+    pub fn handle_rtp(&mut self, now: f64, pkt: &RtpPacket<'_>, out: &mut Emit<'_>) {
+        self.last_arrival = now;
+        let Source::Opus { recv, jb, dec, pt } = &mut self.source else {
+            return;
+        };
+        let stats = &*self.stats;
+        if pkt.payload_type != *pt {
+            StreamStats::add(&stats.unknown_payload_type, 1);
+            return;
+        }
+        let (seq, ts) = match recv.handle_packet(pkt.seq, pkt.timestamp, now) {
+            SeqVerdict::Accept(s, t) => (s, t),
+            SeqVerdict::Restart(s, t) => {
+                StreamStats::add(&stats.restarts, 1);
+                StreamStats::add(&stats.overflow, u64::from(jb.reset()));
+                dec.reset();
+                self.tl.env.reset();
+                self.tl.force_discontinuity = true;
+                (s, t)
+            }
+            SeqVerdict::Reject => {
+                StreamStats::add(&stats.overflow, 1);
+                return;
+            }
+        };
+        StreamStats::add(&stats.received, 1);
+        let media = ts.0 as f64 / self.tl.clock;
+        let mut excess = self.tl.env.observe(now, media);
+        if excess > self.max_delay + 2.0 {
+            // The media clock jumped backwards (or the packet is absurdly late): re-anchor.
+            self.tl.env.reset();
+            excess = self.tl.env.observe(now, media);
+            self.tl.force_discontinuity = true;
+        }
+        match jb.insert(seq, ts, pkt.payload, excess) {
+            InsertOutcome::Buffered => {}
+            InsertOutcome::Duplicate => StreamStats::add(&stats.duplicate, 1),
+            InsertOutcome::Late => StreamStats::add(&stats.late, 1),
+            InsertOutcome::Invalid => StreamStats::add(&stats.decode_errors, 1),
+            InsertOutcome::Overflow(n) => StreamStats::add(&stats.overflow, u64::from(n)),
+        }
+        StreamStats::set(&stats.lost, recv.lost());
+        StreamStats::set(&stats.jitter_us, (recv.jitter_secs() * 1e6) as u64);
+        StreamStats::set(&stats.buffer_delay_us, jb.target_delay().as_micros() as u64);
+        self.poll(now, out);
+    }
+
+    /// Takes an RTCP sender report for this stream.
+    pub fn handle_sender_report(&mut self, ntp: u64, rtp: crate::units::RtpTimestamp) {
+        if let Source::Opus { recv, .. } = &mut self.source {
+            recv.handle_sender_report(ntp, rtp);
+            StreamStats::add(&self.stats.sender_reports, 1);
+            let _ = rtp;
+            self.tl.sr = recv
+                .sender_report()
+                .map(|(ntp, ext)| (WallClock100ns::from_ntp(ntp), ext));
+        }
+    }
+
+    /// Takes one PCM frame (media bridge). `ts` is its media time in samples at its rate when
+    /// the bridge supplies one; otherwise frames are taken as contiguous.
+    pub fn handle_pcm(&mut self, now: f64, samples: &[f32], ts: Option<i64>, out: &mut Emit<'_>) {
+        self.last_arrival = now;
+        let Source::Pcm { next_ts, .. } = &mut self.source else {
+            return;
+        };
+        let ts = ts.unwrap_or(*next_ts);
+        *next_ts = ts + samples.len() as i64;
+        StreamStats::add(&self.stats.received, 1);
+        let media = ts as f64 / self.tl.clock;
+        if self.tl.env.observe(now, media) > self.max_delay + 2.0 {
+            self.tl.env.reset();
+            self.tl.env.observe(now, media);
+            self.tl.force_discontinuity = true;
+        }
+        self.tl
+            .place(ts, false, &self.stats, self.ssrc, self.participant, out);
+        self.tl.push(
+            samples,
+            false,
+            &self.stats,
+            self.ssrc,
+            self.participant,
+            out,
+        );
+    }
+
+    /// Plays out everything the jitter buffer releases at `now`.
+    pub fn poll(&mut self, now: f64, out: &mut Emit<'_>) {
+        let Source::Opus { jb, dec, .. } = &mut self.source else {
+            return;
+        };
+        let stats = &*self.stats;
+        loop {
+            let floor = self.tl.env.floor().unwrap_or(0.0);
+            let Some(p) = jb.poll(now, floor) else { break };
+            match p {
+                Playout::Packet {
+                    ts,
+                    payload,
+                    discontinuity,
+                    ..
+                } => {
+                    self.tl
+                        .place(ts.0, discontinuity, stats, self.ssrc, self.participant, out);
+                    match dec.decode(payload) {
+                        Ok(pcm) => {
+                            self.tl
+                                .push(pcm, false, stats, self.ssrc, self.participant, out)
+                        }
+                        Err(_) => {
+                            StreamStats::add(&stats.decode_errors, 1);
+                            let (pcm, _) = dec.conceal(None);
+                            self.tl
+                                .push(pcm, true, stats, self.ssrc, self.participant, out);
+                        }
+                    }
+                }
+                Playout::Lost { next_payload, .. } => {
+                    if self.tl.next_ts.is_none() {
+                        continue;
+                    }
+                    let (pcm, kind) = dec.conceal(next_payload);
+                    let counter = if kind == DecodeKind::Fec {
+                        &stats.fec_recovered
+                    } else {
+                        &stats.concealed
+                    };
+                    StreamStats::add(counter, 1);
+                    self.tl
+                        .push(pcm, true, stats, self.ssrc, self.participant, out);
+                }
+            }
+        }
+        StreamStats::set(&stats.buffer_delay_us, jb.target_delay().as_micros() as u64);
+    }
+
+    /// When this stream next needs a poll (s since media start).
+    pub fn next_due(&self) -> Option<f64> {
+        match &self.source {
+            Source::Opus { jb, .. } => jb.next_due(self.tl.env.floor().unwrap_or(0.0)),
+            Source::Pcm { .. } => None,
+        }
+    }
+
+    /// Emits the partial frame (zero-padded): the stream is going away.
+    pub fn finish(&mut self, out: &mut Emit<'_>) {
+        let (ssrc, participant, stats) = (self.ssrc, self.participant, &*self.stats);
+        let sr = self.tl.sr;
+        let (clock, out_rate) = (self.tl.clock, self.tl.out_rate);
+        let anchor = (self.tl.asm.next_pos(), self.tl.fifo_ts);
+        self.tl.asm.finish(&mut |s, pos, flags| {
+            let capture = capture_time(sr, anchor, clock, out_rate, pos, out);
+            emit(out, stats, ssrc, participant, s, pos, flags, capture);
+        });
+    }
+
+    /// The PCM rate of a PCM stream.
+    pub fn pcm_rate(&self) -> Option<SampleRate> {
+        match self.source {
+            Source::Pcm { rate, .. } => Some(rate),
+            Source::Opus { .. } => None,
+        }
+    }
+}
+
+impl Timeline {
+    fn target_pos(&self, ts: i64) -> Option<f64> {
+        Some((self.env.floor()? + ts as f64 / self.clock) * self.out_rate)
+    }
+
+    /// Position where the first sample in the resampler FIFO will land.
+    fn fifo_pos(&self) -> f64 {
+        self.asm.next_pos() as f64 + self.rs.output_delay() as f64 - self.skip as f64
+    }
+
+    /// Position where the next pushed sample will land.
+    fn input_pos(&self) -> f64 {
+        self.fifo_pos() + self.rs.pending() as f64 * self.rs.nominal_ratio()
+    }
+
+    /// Makes the next pushed sample (media time `ts`) land where it belongs.
+    fn place(
+        &mut self,
+        ts: i64,
+        discontinuity: bool,
+        stats: &StreamStats,
+        ssrc: Ssrc,
+        participant: Option<ParticipantTag>,
+        out: &mut Emit<'_>,
+    ) {
+        let forced = std::mem::take(&mut self.force_discontinuity);
+        let Some(expected) = self.next_ts else {
+            self.anchor(ts, forced, stats, ssrc, participant, out);
+            return;
+        };
+        let gap = ts - expected;
+        if gap == 0 && !forced {
+            return;
+        }
+        let gap_secs = gap as f64 / self.clock;
+        let predicted = self.input_pos() + gap_secs * self.out_rate;
+        let consistent = self
+            .target_pos(ts)
+            .is_some_and(|t| (t - predicted).abs() < FILL_TOLERANCE_SECS * self.out_rate);
+        if !forced && consistent && gap > 0 && gap_secs <= self.max_fill_secs {
+            // DTX or a skipped loss: exact silence of the right length.
+            let n = (gap / self.k) as usize;
+            StreamStats::add(&stats.silence_samples, n as u64);
+            self.push_zeros(n, stats, ssrc, participant, out);
+            self.next_ts = Some(ts);
+        } else if !forced && consistent && gap < 0 && gap_secs > -0.12 {
+            // Overlap (a timestamp stepping back a little): drop the overlapping input.
+            self.drop_input = ((-gap) / self.k) as usize;
+            self.next_ts = Some(ts);
+        } else {
+            let _ = discontinuity;
+            self.anchor(ts, true, stats, ssrc, participant, out);
+        }
+    }
+
+    fn anchor(
+        &mut self,
+        ts: i64,
+        discontinuity: bool,
+        stats: &StreamStats,
+        ssrc: Ssrc,
+        participant: Option<ParticipantTag>,
+        out: &mut Emit<'_>,
+    ) {
+        let target = self.target_pos(ts).unwrap_or(0.0).max(0.0).round() as u64;
+        let started = self.next_ts.is_some();
+        if started {
+            StreamStats::add(&stats.resyncs, 1);
+            let sr = self.sr;
+            let (clock, out_rate) = (self.clock, self.out_rate);
+            let anchor = (self.asm.next_pos(), self.fifo_ts);
+            self.asm.finish(&mut |s, pos, flags| {
+                let capture = capture_time(sr, anchor, clock, out_rate, pos, out);
+                emit(out, stats, ssrc, participant, s, pos, flags, capture);
+            });
+        }
+        let pos = if started {
+            target.max(self.asm.next_pos())
+        } else {
+            target
+        };
+        self.rs.reset();
+        self.asm.start_at(pos, discontinuity && started);
+        self.skip = self.rs.output_delay() as u64;
+        self.drop_input = 0;
+        self.fifo_ts = ts;
+        self.anchor_ts = ts;
+        self.next_ts = Some(ts);
+        self.integral = 0.0;
+    }
+
+    fn push_zeros(
+        &mut self,
+        mut n: usize,
+        stats: &StreamStats,
+        ssrc: Ssrc,
+        participant: Option<ParticipantTag>,
+        out: &mut Emit<'_>,
+    ) {
+        while n > 0 {
+            let k = self.rs.push_zeros(n);
+            n -= k;
+            self.drain_resampler(false, stats, ssrc, participant, out);
+        }
+    }
+
+    fn push(
+        &mut self,
+        samples: &[f32],
+        concealed: bool,
+        stats: &StreamStats,
+        ssrc: Ssrc,
+        participant: Option<ParticipantTag>,
+        out: &mut Emit<'_>,
+    ) {
+        let Some(next) = self.next_ts else { return };
+        self.next_ts = Some(next + samples.len() as i64 * self.k);
+        let skip_in = self.drop_input.min(samples.len());
+        self.drop_input -= skip_in;
+        let mut rest = &samples[skip_in..];
+        while !rest.is_empty() {
+            let k = self.rs.push(rest);
+            rest = &rest[k..];
+            self.drain_resampler(concealed, stats, ssrc, participant, out);
+        }
+    }
+
+    fn drain_resampler(
+        &mut self,
+        concealed: bool,
+        stats: &StreamStats,
+        ssrc: Ssrc,
+        participant: Option<ParticipantTag>,
+        out: &mut Emit<'_>,
+    ) {
+        let chunk = self.rs.chunk() as i64;
+        loop {
+            let anchor = (self.asm.next_pos(), self.fifo_ts);
+            let Some(o) = self.rs.process() else { break };
+            self.fifo_ts += chunk * self.k;
+            let skip = (self.skip as usize).min(o.len());
+            self.skip -= skip as u64;
+            let sr = self.sr;
+            let (clock, out_rate) = (self.clock, self.out_rate);
+            if concealed {
+                self.asm.flags.concealed = true;
+            }
+            self.asm.write(&o[skip..], &mut |s, pos, flags| {
+                let capture = capture_time(sr, anchor, clock, out_rate, pos, out);
+                emit(out, stats, ssrc, participant, s, pos, flags, capture);
+            });
+            self.control(stats, ssrc, participant, out);
+        }
+    }
+
+    /// The drift controller, run after every chunk.
+    fn control(
+        &mut self,
+        stats: &StreamStats,
+        ssrc: Ssrc,
+        participant: Option<ParticipantTag>,
+        out: &mut Emit<'_>,
+    ) {
+        let Some(target) = self.target_pos(self.fifo_ts) else {
+            return;
+        };
+        let err = (target - self.fifo_pos()) / self.out_rate;
+        let age = (self.fifo_ts - self.anchor_ts) as f64 / self.clock;
+        let hard = if age < WARMUP_SECS {
+            WARMUP_HARD_ERROR_SECS
+        } else {
+            HARD_ERROR_SECS
+        };
+        if err.abs() > hard {
+            let n = (err.abs() * self.out_rate).round() as u64;
+            if err > 0.0 {
+                // Behind: insert silence at the output.
+                let sr = self.sr;
+                let (clock, out_rate) = (self.clock, self.out_rate);
+                let anchor = (self.asm.next_pos(), self.fifo_ts);
+                let zeros = [0.0f32; MAX_FRAME_SAMPLES];
+                let mut left = n as usize;
+                while left > 0 {
+                    let k = left.min(MAX_FRAME_SAMPLES);
+                    self.asm.write(&zeros[..k], &mut |s, pos, flags| {
+                        let capture = capture_time(sr, anchor, clock, out_rate, pos, out);
+                        emit(out, stats, ssrc, participant, s, pos, flags, capture);
+                    });
+                    left -= k;
+                }
+            } else {
+                self.skip += n;
+            }
+            if age >= WARMUP_SECS {
+                StreamStats::add(&stats.resyncs, 1);
+            }
+            return;
+        }
+        let dt = self.rs.chunk() as f64 * self.k as f64 / self.clock;
+        self.integral = (self.integral + KI * err * dt).clamp(-MAX_INTEGRAL, MAX_INTEGRAL);
+        let u = (KP * err + self.integral).clamp(-MAX_CORRECTION, MAX_CORRECTION);
+        self.rs.set_correction(u);
+        stats.set_drift_ppb((u * 1e9) as i64);
+    }
+}
+
+fn capture_time(
+    sr: Option<(WallClock100ns, i64)>,
+    anchor: (u64, i64),
+    clock: f64,
+    out_rate: f64,
+    pos: u64,
+    out: &Emit<'_>,
+) -> WallClock100ns {
+    match sr {
+        Some((wall, sr_ts)) => {
+            let ts = anchor.1 as f64 + (pos as f64 - anchor.0 as f64) * clock / out_rate;
+            let ticks = (ts - sr_ts as f64) / clock * 1e7;
+            WallClock100ns((wall.0 as f64 + ticks).max(0.0) as u64)
+        }
+        None => out.wall_start.plus(out.rate.duration_of(pos)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    out: &mut Emit<'_>,
+    stats: &StreamStats,
+    ssrc: Ssrc,
+    participant: Option<ParticipantTag>,
+    samples: &[f32],
+    pos: u64,
+    flags: FrameFlags,
+    capture: WallClock100ns,
+) {
+    let f = &mut *out.scratch;
+    f.call = out.call;
+    f.source = FrameSource::Participant { ssrc, participant };
+    f.position = TimelinePos(pos);
+    f.capture_time = capture;
+    f.rate = out.rate;
+    f.flags = flags;
+    f.set_samples_f32(samples);
+    f.level_dbfs = level_dbfs(samples);
+    f.flags.silence = samples.iter().all(|s| *s == 0.0);
+    f.active_speakers = Default::default();
+    StreamStats::add(&stats.frames_out, 1);
+    for sink in out.sinks.iter_mut() {
+        let wanted = match sink.select {
+            TrackSelect::AllParticipants => true,
+            TrackSelect::Participant(s) => s == ssrc,
+            TrackSelect::Mixed => false,
+        };
+        if wanted && !sink.producer.push(f) {
+            StreamStats::add(&stats.dropped_at_ring, 1);
+        }
+    }
+    if let Some(m) = out.mixer.as_deref_mut()
+        && let Err(MixReject::Late | MixReject::TooEarly) = m.add(f)
+    {
+        StreamStats::add(&out.call_stats.late_for_mix, 1);
+    }
+}
+
+/// Cuts a stream's output into grid-aligned frames.
+struct Assembler {
+    len: usize,
+    buf: [f32; MAX_FRAME_SAMPLES],
+    fill: usize,
+    frame_pos: u64,
+    flags: FrameFlags,
+}
+
+impl Assembler {
+    fn new(len: usize) -> Self {
+        Assembler {
+            len: len.clamp(1, MAX_FRAME_SAMPLES),
+            buf: [0.0; MAX_FRAME_SAMPLES],
+            fill: 0,
+            frame_pos: 0,
+            flags: FrameFlags::default(),
+        }
+    }
+
+    fn next_pos(&self) -> u64 {
+        self.frame_pos + self.fill as u64
+    }
+
+    /// Starts writing at `pos`; the frame's head (back to the grid line) is silence.
+    fn start_at(&mut self, pos: u64, discontinuity: bool) {
+        let len = self.len as u64;
+        self.frame_pos = pos - pos % len;
+        self.fill = (pos % len) as usize;
+        self.buf[..self.fill].fill(0.0);
+        self.flags = FrameFlags {
+            discontinuity,
+            ..FrameFlags::default()
+        };
+    }
+
+    fn write(&mut self, mut s: &[f32], on_frame: &mut dyn FnMut(&[f32], u64, FrameFlags)) {
+        while !s.is_empty() {
+            let n = (self.len - self.fill).min(s.len());
+            self.buf[self.fill..self.fill + n].copy_from_slice(&s[..n]);
+            self.fill += n;
+            s = &s[n..];
+            if self.fill == self.len {
+                on_frame(&self.buf[..self.len], self.frame_pos, self.flags);
+                self.frame_pos += self.len as u64;
+                self.fill = 0;
+                self.flags = FrameFlags::default();
+            }
+        }
+    }
+
+    /// Pads the partial frame with silence and emits it.
+    fn finish(&mut self, on_frame: &mut dyn FnMut(&[f32], u64, FrameFlags)) {
+        if self.fill > 0 {
+            self.buf[self.fill..self.len].fill(0.0);
+            self.fill = self.len;
+            on_frame(&self.buf[..self.len], self.frame_pos, self.flags);
+            self.frame_pos += self.len as u64;
+            self.fill = 0;
+            self.flags = FrameFlags::default();
+        }
+    }
+}
