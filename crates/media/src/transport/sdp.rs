@@ -162,6 +162,45 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferAudio, OfferError> {
     Ok(out)
 }
 
+/// Completes our (non-trickle, ICE-lite) answer for WHIP peers: every `m=` section carries the
+/// RTP candidates and `a=end-of-candidates` (some stacks, e.g. aiortc, wait for more candidates
+/// without it), and RTCP-component candidates are dropped (we require rtcp-mux).
+pub fn finish_answer(sdp: &str) -> String {
+    let is_candidate = |l: &str| l.starts_with("a=candidate:");
+    let rtp_candidate = |l: &str| is_candidate(l) && l.split(' ').nth(1) == Some("1");
+    let candidates: Vec<&str> = sdp
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| rtp_candidate(l))
+        .collect();
+    let mut out = String::with_capacity(sdp.len() + 256);
+    let mut in_media = false;
+    let close_section = |out: &mut String| {
+        for c in &candidates {
+            out.push_str(c);
+            out.push_str("\r\n");
+        }
+        out.push_str("a=end-of-candidates\r\n");
+    };
+    for line in sdp.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.is_empty() || is_candidate(line) || line == "a=end-of-candidates" {
+            continue;
+        }
+        if line.starts_with("m=") {
+            if in_media {
+                close_section(&mut out);
+            }
+            in_media = true;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if in_media {
+        close_section(&mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -208,6 +247,17 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
             inspect_offer(&"x".repeat(MAX_OFFER_LEN + 1)),
             Err(OfferError::TooLarge)
         );
+    }
+
+    #[test]
+    fn answer_gets_candidates_everywhere() {
+        let a = "v=0\r\nm=audio 9 X 111\r\na=mid:0\r\na=candidate:1 1 udp 5 1.2.3.4 5 typ host\r\n\
+a=candidate:1 2 udp 5 1.2.3.4 5 typ host\r\nm=audio 9 X 111\r\na=mid:1\r\n";
+        let f = finish_answer(a);
+        assert_eq!(f.matches("a=candidate:1 1 udp").count(), 2);
+        assert_eq!(f.matches("a=candidate:1 2 udp").count(), 0);
+        assert_eq!(f.matches("a=end-of-candidates").count(), 2);
+        assert!(f.starts_with("v=0\r\nm=audio"));
     }
 
     proptest::proptest! {

@@ -80,6 +80,9 @@ pub struct MediaServerConfig {
     pub max_rtcp_per_second: u32,
     /// Most source addresses that may pass ICE for one session.
     pub max_addrs_per_session: usize,
+    /// Accept datagrams from loopback sources only (tests and single-host setups): nothing is
+    /// ever sent to another address.
+    pub loopback_peers_only: bool,
 }
 
 impl Default for MediaServerConfig {
@@ -94,6 +97,7 @@ impl Default for MediaServerConfig {
             max_ssrcs_per_session: 64,
             max_rtcp_per_second: 200,
             max_addrs_per_session: 4,
+            loopback_peers_only: false,
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct TransportStats {
     pub send_errors: AtomicU64,
     /// Datagrams larger than [`MAX_DATAGRAM`].
     pub oversize_dropped: AtomicU64,
+    /// Datagrams from a source the peer filter refuses.
+    pub peer_filter_dropped: AtomicU64,
     /// Neither STUN, DTLS nor (S)RTP(C).
     pub unknown_kind_dropped: AtomicU64,
     /// STUN for no known ufrag and from no known address.
@@ -571,7 +577,7 @@ impl ServerLoop {
         pc.set_local_description(now, answer).map_err(neg)?;
         let answer_sdp = pc
             .local_description()
-            .map(|d| d.sdp)
+            .map(|d| sdp::finish_answer(&d.sdp))
             .ok_or_else(|| SessionError::Negotiation("no local description".into()))?;
         if !answer_sdp
             .lines()
@@ -613,6 +619,10 @@ impl ServerLoop {
         TransportStats::inc(&self.stats.datagrams_in);
         if data.len() > MAX_DATAGRAM {
             TransportStats::inc(&self.stats.oversize_dropped);
+            return;
+        }
+        if self.config.loopback_peers_only && !from.ip().is_loopback() {
+            TransportStats::inc(&self.stats.peer_filter_dropped);
             return;
         }
         let kind = packet::classify(data);
