@@ -8,6 +8,7 @@ pub mod join_url;
 pub mod jwt;
 pub mod models;
 pub mod notifications;
+pub mod state;
 mod transport;
 
 pub use auth::{Credentials, Permission, TokenProvider};

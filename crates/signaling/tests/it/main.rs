@@ -7,4 +7,5 @@ mod fake_graph;
 mod keys;
 mod models;
 mod operations;
+mod state;
 mod verify;
