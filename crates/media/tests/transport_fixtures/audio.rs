@@ -57,6 +57,40 @@ pub fn best_correlation(signal: &[f32], template: &[f32], max_lag: usize) -> (f3
     best
 }
 
+/// Like [`best_correlation`] over lags `0..max_lag`, searching every `step`-th lag first and
+/// then refining around the best one (cheap enough for a one-second search in debug builds).
+pub fn best_correlation_coarse(
+    signal: &[f32],
+    template: &[f32],
+    max_lag: usize,
+    step: usize,
+) -> (f32, usize) {
+    let corr = |lag: usize| -> f32 {
+        let Some(w) = signal.get(lag..lag + template.len()) else {
+            return 0.0;
+        };
+        let te: f32 = template.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let dot: f32 = w.iter().zip(template).map(|(a, b)| a * b).sum();
+        let we: f32 = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if we > 0.0 { dot / (we * te) } else { 0.0 }
+    };
+    let mut best = (0.0f32, 0usize);
+    for lag in (0..max_lag).step_by(step.max(1)) {
+        let c = corr(lag);
+        if c > best.0 {
+            best = (c, lag);
+        }
+    }
+    let (_, around) = best;
+    for lag in around.saturating_sub(step)..around + step {
+        let c = corr(lag);
+        if c > best.0 {
+            best = (c, lag);
+        }
+    }
+    best
+}
+
 /// Number of 20 ms blocks whose RMS is above `threshold`.
 pub fn loud_blocks(signal: &[f32], threshold: f32) -> usize {
     signal

@@ -76,6 +76,11 @@ impl Harness {
     }
 
     pub async fn start_with(config: MediaServerConfig) -> Self {
+        Self::start_with_routes(config, axum::Router::new()).await
+    }
+
+    /// Like `start_with`, also serving `extra` routes on the same origin (test pages).
+    pub async fn start_with_routes(config: MediaServerConfig, extra: axum::Router) -> Self {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let media = MediaServer::start(config, Box::new(Recorder(Arc::clone(&seen)))).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -87,7 +92,7 @@ impl Harness {
             },
             media.clone(),
         );
-        let app = router(whip.clone());
+        let app = router(whip.clone()).merge(extra);
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
