@@ -1,6 +1,9 @@
 //! [`GraphClient`]: every call-control operation of Graph v1.0 as a typed async method.
 
-use crate::auth::{AccessToken, Credentials, Operation, TokenProvider, admin_consent_url};
+use crate::auth::{
+    AccessToken, BotProfile, Credentials, Operation, PermissionReport, TokenProvider,
+    admin_consent_url, permission_report,
+};
 use crate::config::{AttemptFailure, GraphConfig, RetryDecision};
 use crate::error::{GraphError, GraphErrorKind};
 use crate::models::*;
@@ -89,6 +92,23 @@ impl GraphClient {
     /// The configuration.
     pub fn config(&self) -> &GraphConfig {
         &self.inner.config
+    }
+
+    /// Fetches (or reuses) a token and reports which permissions `profile` needs and which
+    /// the token's `roles` claim grants. Run it at startup to fail fast. An opaque token
+    /// (not a JWT) grants nothing readable, so everything needed is reported missing.
+    ///
+    /// # Errors
+    /// The token errors of [`TokenProvider::token`].
+    pub async fn permission_report(
+        &self,
+        profile: &BotProfile,
+    ) -> Result<PermissionReport, GraphError> {
+        let token = self.inner.tokens.token().await?;
+        Ok(permission_report(
+            profile,
+            token.roles.as_deref().unwrap_or_default(),
+        ))
     }
 
     // ---- calls -------------------------------------------------------------------------

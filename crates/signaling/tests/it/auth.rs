@@ -196,6 +196,7 @@ async fn permission_report_from_the_token_roles() {
     };
     let report = permission_report(&profile, token.roles.as_deref().unwrap());
     assert_eq!(report.missing, vec![Permission::Initiate]);
+    assert_eq!(client.permission_report(&profile).await.unwrap(), report);
     assert_eq!(
         report.other_roles,
         vec!["OnlineMeetings.Read.All".to_owned()]

@@ -6,6 +6,7 @@ mod errors;
 mod fake_graph;
 mod keys;
 mod models;
+mod notifications;
 mod operations;
 mod state;
 mod verify;

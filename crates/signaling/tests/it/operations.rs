@@ -492,3 +492,48 @@ async fn client_side_validation_refuses_before_sending() {
     assert!(g.requests().is_empty(), "nothing was sent");
     let _: Value = Value::Null;
 }
+
+#[tokio::test]
+async fn operation_with_empty_body_takes_its_id_from_location() {
+    let g = FakeGraph::start().await;
+    g.push(
+        200,
+        vec![(
+            "location",
+            format!("{}/communications/calls/c1/operations/op-77", g.base_url()),
+        )],
+        Value::Null,
+    );
+    let op = g.client().mute("c1", None).await.unwrap();
+    assert_eq!(op.id.as_deref(), Some("op-77"));
+    assert_eq!(op.status, None, "result comes by notification");
+}
+
+#[tokio::test]
+async fn unreadable_success_body_is_invalid_response() {
+    let g = FakeGraph::start().await;
+    g.push(200, vec![], json!(["not", "a", "call"]));
+    let err = g.client().get_call("c1").await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &mediabot_signaling::GraphErrorKind::InvalidResponse
+    );
+}
+
+#[tokio::test]
+async fn oversized_response_is_refused() {
+    let g = FakeGraph::start().await;
+    let mut cfg = g.config();
+    cfg.max_response_bytes = 1024;
+    let client = mediabot_signaling::GraphClient::new(
+        cfg,
+        mediabot_signaling::Credentials::secret("t", "a", "s"),
+    )
+    .unwrap();
+    g.push(200, vec![], json!({"subject": "x".repeat(4096)}));
+    let err = client.get_call("c1").await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &mediabot_signaling::GraphErrorKind::InvalidResponse
+    );
+}
