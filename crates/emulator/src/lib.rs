@@ -38,6 +38,8 @@ pub mod notify;
 pub mod scenario;
 mod server;
 pub mod state;
+/// The WHIP/WebRTC media peer (behind the `webrtc` feature: it needs `mediabot-media`).
+#[cfg(feature = "webrtc")]
 pub mod webrtc_peer;
 
 use std::net::SocketAddr;

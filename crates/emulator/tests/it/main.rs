@@ -9,6 +9,7 @@
 mod bad_input;
 mod calls;
 mod common;
+mod control;
 mod identity;
 mod notifications;
 mod permissions;
