@@ -23,9 +23,11 @@
 //! Updates of the in-call family that carry no version are applied in arrival order (Graph
 //! gives nothing better to order them by).
 
+pub use crate::models::CallState;
+
 use crate::models::{
-    Call, CallState, ChangeType, CommsOperation, MediaState, Modality, OperationStatus,
-    OperationType, Participant, RecordingStatus, ResultInfo, Tone,
+    Call, ChangeType, CommsOperation, MediaState, Modality, OperationStatus, OperationType,
+    Participant, RecordingStatus, ResultInfo, Tone,
 };
 use crate::notifications::{Notification, Resource};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -41,7 +43,8 @@ pub enum RosterMode {
     Full,
 }
 
-/// Limits of the model (all state is bounded).
+/// Limits of the model (all state is bounded). Set `roster_mode` to match the call's
+/// `isDeltaRosterEnabled`: Graph's default (false) sends whole rosters, i.e. [`RosterMode::Full`].
 #[derive(Debug, Clone)]
 pub struct CallModelConfig {
     /// Roster notification mode.

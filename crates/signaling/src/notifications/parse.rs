@@ -71,9 +71,9 @@ fn call_segments(url: &str) -> Option<Vec<&str>> {
 pub fn parse_notifications(body: &[u8]) -> Result<Vec<Notification>, NotificationError> {
     let root: Value =
         serde_json::from_slice(body).map_err(|e| NotificationError::Malformed(e.to_string()))?;
-    let items = match &root {
-        Value::Object(m) => match m.get("value") {
-            Some(Value::Array(a)) => a.clone(),
+    let items = match root {
+        Value::Object(mut m) => match m.remove("value") {
+            Some(Value::Array(a)) => a,
             _ => return Err(NotificationError::Malformed("missing value array".into())),
         },
         _ => return Err(NotificationError::Malformed("body is not an object".into())),
