@@ -2837,7 +2837,19 @@ impl Core {
                         self.emit(&id, items, now);
                     }
                 }
-                self.notify_roster(&id, &[], now);
+                // The first roster lists everyone present, in delta mode too.
+                let present: Vec<String> = self
+                    .calls
+                    .get(&id)
+                    .map(|c| {
+                        c.participants
+                            .iter()
+                            .filter(|p| p.present)
+                            .map(|p| p.id.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.notify_roster(&id, &present, now);
                 self.start_media(&id, now);
                 self.schedule_scenario_timeline(&id, now);
                 self.schedule(

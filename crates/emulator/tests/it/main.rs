@@ -7,6 +7,7 @@
 )]
 
 mod bad_input;
+mod binary;
 mod calls;
 mod common;
 mod control;

@@ -190,3 +190,90 @@ async fn batching_merges_queued_notifications_into_one_post() {
     let n = last.body["value"].as_array().unwrap().len();
     assert_eq!(n, 2, "{}", last.body);
 }
+
+#[tokio::test]
+async fn reordering_swaps_posts_and_delta_roster_reports_leavers() {
+    let env = env_policy(NotificationPolicy {
+        reorder_probability: 1.0,
+        ..NotificationPolicy::default()
+    })
+    .await;
+    let (st, _, _) = env
+        .graph("POST", "/communications/calls", Some(env.p2p_body()))
+        .await;
+    assert_eq!(st, 201);
+    let items = env.bot.wait(2).await;
+    let s: Vec<String> = items.iter().map(summarize).collect();
+    assert_eq!(
+        s[..2],
+        ["updated call established", "updated call establishing"],
+        "held establishing goes out after established"
+    );
+    assert!(
+        env.emu
+            .wait_for_deliveries(std::time::Duration::from_secs(5), |d| d
+                .iter()
+                .any(|r| r.reordered))
+            .await
+    );
+
+    // Delta roster: only changes, and leavers as `deleted`.
+    let env = crate::common::env().await;
+    let (_, v) = env.ctl("POST", "/calls/incoming", None).await;
+    let id = v["call_id"].as_str().unwrap().to_owned();
+    let answer = serde_json::json!({"callbackUri": env.cb,
+        "mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"},
+        "callOptions": {"@odata.type": "#microsoft.graph.incomingCallOptions", "isDeltaRosterEnabled": true}});
+    let (st, _, _) = env
+        .graph(
+            "POST",
+            &format!("/communications/calls/{id}/answer"),
+            Some(answer),
+        )
+        .await;
+    assert_eq!(st, 202);
+    env.bot
+        .wait_for(|i| {
+            i.iter()
+                .any(|x| x["resourceData"]["state"] == "established")
+        })
+        .await;
+    env.emu
+        .participant_action(&id, "caller", mediabot_emulator::Action::Leave)
+        .unwrap();
+    let items = env
+        .bot
+        .wait_for(|i| {
+            i.iter().any(|x| {
+                x["changeType"] == "deleted"
+                    && x["resourceUrl"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("/participants")
+            })
+        })
+        .await;
+    let gone = items.iter().find(|x| x["changeType"] == "deleted").unwrap();
+    assert_eq!(gone["resourceData"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn slow_response_fault_delays_graph_answers() {
+    let env = env().await;
+    env.emu
+        .inject_faults(&mediabot_emulator::scenario::FaultSpec {
+            slow: vec![mediabot_emulator::scenario::SlowSpec {
+                at: 0,
+                duration: 60_000,
+                delay_ms: 300,
+            }],
+            ..Default::default()
+        });
+    let t = env.token().await;
+    let t0 = std::time::Instant::now();
+    let (st, _, _) = env
+        .graph_as(&t, "POST", "/communications/calls", Some(env.p2p_body()))
+        .await;
+    assert_eq!(st, 201);
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(300));
+}
