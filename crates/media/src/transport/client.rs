@@ -46,6 +46,9 @@ pub struct WhipClientConfig {
     pub http_timeout: Duration,
     /// Capacity of the send queue (packets); beyond it `send_rtp` refuses.
     pub queue: usize,
+    /// Fault injection: rewrites the offer on its way to the server (the local description
+    /// stays as generated), e.g. to forge the DTLS fingerprint. `None` in normal use.
+    pub offer_rewrite: Option<fn(String) -> String>,
 }
 
 impl Default for WhipClientConfig {
@@ -55,6 +58,7 @@ impl Default for WhipClientConfig {
             ssrcs: vec![1],
             http_timeout: Duration::from_secs(10),
             queue: 1024,
+            offer_rewrite: None,
         }
     }
 }
@@ -135,6 +139,8 @@ pub struct OutboundRtp {
 
 enum ClientCmd {
     Rtp(OutboundRtp),
+    Raw(Bytes),
+    ReplayLast(usize),
     Close,
 }
 
@@ -252,7 +258,10 @@ impl WhipClientSession {
             .post(url.clone())
             .bearer_auth(token)
             .header(reqwest::header::CONTENT_TYPE, "application/sdp")
-            .body(offer_sdp)
+            .body(match config.offer_rewrite {
+                Some(rewrite) => rewrite(offer_sdp),
+                None => offer_sdp,
+            })
             .send()
             .await?;
         let status = resp.status();
@@ -292,6 +301,8 @@ impl WhipClientSession {
             audio_level_id: offer_info.audio_level_id,
             state: state_tx,
             stats: Arc::clone(&stats),
+            peer: None,
+            last_srtp: None,
         };
         let task = tokio::spawn(driver.run(cmd_rx));
         Ok(Self {
@@ -339,6 +350,29 @@ impl WhipClientSession {
                 mpsc::error::TrySendError::Full(_) => WhipClientError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => WhipClientError::Closed,
             })
+    }
+
+    /// Fault injection: sends `datagram` as is from this session's socket to the server.
+    ///
+    /// # Errors
+    /// As [`WhipClientSession::send_rtp`].
+    pub fn send_raw_datagram(&self, datagram: Bytes) -> Result<(), WhipClientError> {
+        self.command(ClientCmd::Raw(datagram))
+    }
+
+    /// Fault injection: sends the last SRTP datagram again `times` times (a replay attack).
+    ///
+    /// # Errors
+    /// As [`WhipClientSession::send_rtp`].
+    pub fn replay_last_rtp(&self, times: usize) -> Result<(), WhipClientError> {
+        self.command(ClientCmd::ReplayLast(times))
+    }
+
+    fn command(&self, cmd: ClientCmd) -> Result<(), WhipClientError> {
+        self.cmd.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WhipClientError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => WhipClientError::Closed,
+        })
     }
 
     /// Negotiated Opus payload type.
@@ -407,6 +441,10 @@ struct ClientDriver {
     audio_level_id: Option<u8>,
     state: watch::Sender<ClientState>,
     stats: Arc<ClientStats>,
+    /// Where the stack last sent to (the server), for fault injection.
+    peer: Option<SocketAddr>,
+    /// The last SRTP datagram sent, for replay tests.
+    last_srtp: Option<Bytes>,
 }
 
 impl ClientDriver {
@@ -424,6 +462,18 @@ impl ClientDriver {
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
                     Some(ClientCmd::Rtp(p)) => self.write_rtp(p),
+                    Some(ClientCmd::Raw(b)) => {
+                        if let Some(to) = self.peer {
+                            let _ = self.socket.try_send_to(&b, to);
+                        }
+                    }
+                    Some(ClientCmd::ReplayLast(times)) => {
+                        if let (Some(to), Some(last)) = (self.peer, self.last_srtp.as_ref()) {
+                            for _ in 0..times {
+                                let _ = self.socket.try_send_to(last, to);
+                            }
+                        }
+                    }
                     Some(ClientCmd::Close) | None => break,
                 },
                 r = self.socket.recv_from(&mut buf) => {
@@ -493,6 +543,10 @@ impl ClientDriver {
 
     fn pump(&mut self) {
         while let Some(out) = self.pc.poll_write() {
+            self.peer = Some(out.transport.peer_addr);
+            if super::packet::classify(&out.message) == super::packet::DatagramKind::Rtp {
+                self.last_srtp = Some(Bytes::copy_from_slice(&out.message));
+            }
             if self
                 .socket
                 .try_send_to(&out.message, out.transport.peer_addr)

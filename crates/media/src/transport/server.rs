@@ -26,6 +26,7 @@ use bytes::BytesMut;
 use rand::RngCore;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::{
@@ -154,6 +155,9 @@ pub struct TransportStats {
     pub rtcp_rate_dropped: AtomicU64,
     /// Packets the WebRTC stack rejected (bad STUN integrity, SRTP auth or replay, bad DTLS).
     pub stack_errors: AtomicU64,
+    /// SRTP/SRTCP datagrams the stack consumed without yielding a packet: bad auth tag, replay,
+    /// undecodable after decryption (the stack itself only logs these).
+    pub srtp_rejected: AtomicU64,
     /// Opus RTP packets handed to the handler.
     pub rtp_delivered: AtomicU64,
     /// Decrypted RTP with a payload type that is neither Opus nor telephone-event.
@@ -200,7 +204,21 @@ enum Command {
     Count {
         reply: oneshot::Sender<usize>,
     },
+    Sizes {
+        reply: oneshot::Sender<ServerSizes>,
+    },
     Shutdown,
+}
+
+/// Sizes of the media server's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSizes {
+    /// Live sessions.
+    pub sessions: usize,
+    /// ICE ufrags routed.
+    pub ufrags: usize,
+    /// Source addresses routed (passed ICE).
+    pub addrs: usize,
 }
 
 /// Starts media servers.
@@ -330,6 +348,19 @@ impl MediaServerHandle {
         rx.await.map_err(|_| TransportError::Stopped)
     }
 
+    /// Sizes of the server's tables (leak checks).
+    ///
+    /// # Errors
+    /// [`TransportError::Stopped`] when the media thread is gone.
+    pub async fn sizes(&self) -> Result<ServerSizes, TransportError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Sizes { reply })
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+
     /// The counters.
     pub fn stats(&self) -> &TransportStats {
         &self.stats
@@ -443,9 +474,25 @@ struct ServerLoop {
     by_ufrag: HashMap<String, SessionId>,
     by_addr: HashMap<SocketAddr, SessionId>,
     rng: rand::rngs::StdRng,
+    /// One DTLS certificate for all sessions (generating one per session costs more than the
+    /// rest of the setup), renewed daily.
+    certificate: Option<(RTCCertificate, Instant)>,
 }
 
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+const CERTIFICATE_RENEWAL: Duration = Duration::from_secs(24 * 3600);
+
+fn generate_certificate() -> Option<RTCCertificate> {
+    let provider = rtc::crypto::default_provider().ok()?;
+    let params = CertificateParams::new(vec!["mediabot".to_owned()]).ok()?;
+    RTCCertificate::generate(
+        provider.crypto(),
+        rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+        params,
+    )
+    .map_err(|e| tracing::warn!(error = %e, "dtls certificate"))
+    .ok()
+}
 
 impl ServerLoop {
     fn new(
@@ -466,7 +513,20 @@ impl ServerLoop {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             rng: rand::rngs::StdRng::from_os_rng(),
+            certificate: None,
         }
+    }
+
+    fn certificate(&mut self, now: Instant) -> Vec<RTCCertificate> {
+        let fresh = self
+            .certificate
+            .as_ref()
+            .is_some_and(|(_, made)| now.duration_since(*made) < CERTIFICATE_RENEWAL);
+        if !fresh {
+            self.certificate = generate_certificate().map(|c| (c, now));
+        }
+        // On generation failure the stack makes its own certificate per session.
+        self.certificate.iter().map(|(c, _)| c.clone()).collect()
     }
 
     async fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
@@ -494,6 +554,13 @@ impl ServerLoop {
                         }
                         Some(Command::Count { reply }) => {
                             let _ = reply.send(self.sessions.len());
+                        }
+                        Some(Command::Sizes { reply }) => {
+                            let _ = reply.send(ServerSizes {
+                                sessions: self.sessions.len(),
+                                ufrags: self.by_ufrag.len(),
+                                addrs: self.by_addr.len(),
+                            });
                         }
                         Some(Command::Shutdown) | None => {
                             let ids: Vec<_> = self.sessions.keys().copied().collect();
@@ -561,9 +628,14 @@ impl ServerLoop {
             )
             .build();
         let media_engine = audio_media_engine().map_err(neg)?;
+        let certificates = self.certificate(now);
         let registry = configure_rtcp_reports(rtc::interceptor::Registry::new());
         let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_certificates(certificates)
+                    .build(),
+            )
             .with_setting_engine(settings)
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
@@ -701,7 +773,10 @@ impl ServerLoop {
             TransportStats::inc(&self.stats.stack_errors);
             tracing::debug!(session = %id, error = %e, "rejected datagram");
         }
-        self.pump(id);
+        let media_out = self.pump(id);
+        if matches!(kind, DatagramKind::Rtp | DatagramKind::Rtcp) && media_out == 0 {
+            TransportStats::inc(&self.stats.srtp_rejected);
+        }
     }
 
     fn handle_timeouts(&mut self, now: Instant) {
@@ -770,10 +845,12 @@ impl ServerLoop {
         }
     }
 
-    /// Drains a session's outputs: datagrams to send, events, decrypted media.
-    fn pump(&mut self, id: SessionId) {
+    /// Drains a session's outputs: datagrams to send, events, decrypted media. Returns how many
+    /// decrypted RTP/RTCP messages came out.
+    fn pump(&mut self, id: SessionId) -> usize {
+        let mut media_out = 0;
         let Some(s) = self.sessions.get_mut(&id) else {
-            return;
+            return media_out;
         };
         let mut moved: Vec<(SessionId, SocketAddr)> = Vec::new();
         while let Some(out) = s.pc.poll_write() {
@@ -803,7 +880,7 @@ impl ServerLoop {
             }
         }
         let Some(s) = self.sessions.get_mut(&id) else {
-            return;
+            return media_out;
         };
         while let Some(ev) = s.pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = ev {
@@ -823,9 +900,11 @@ impl ServerLoop {
         while let Some(TaggedRTCMessage { now, message }) = s.pc.poll_read() {
             match message {
                 RTCMessage::RtpPacket(_, pkt) => {
+                    media_out += 1;
                     deliver_rtp(s, &pkt, now, &mut *self.handler, &self.stats);
                 }
                 RTCMessage::RtcpPacket(_, pkts) => {
+                    media_out += 1;
                     for p in &pkts {
                         if let Some(sr) = p
                             .as_any()
@@ -849,6 +928,7 @@ impl ServerLoop {
             }
         }
         s.next_timeout = s.pc.poll_timeout();
+        media_out
     }
 }
 
