@@ -30,12 +30,18 @@ command -v kubectl >/dev/null || { echo "deploy-check: kubectl not found" >&2; e
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+mediabot() {
+  if [ -n "${MEDIABOT_BIN:-}" ]; then
+    "$MEDIABOT_BIN" "$@"
+  else
+    cargo run -q --locked -p mediabot -- "$@"
+  fi
+}
 echo "== deploy-facts"
-if [ -n "${MEDIABOT_BIN:-}" ]; then
-  "$MEDIABOT_BIN" deploy-facts >"$work/facts.json"
-else
-  cargo run -q --locked -p mediabot -- deploy-facts >"$work/facts.json"
-fi
+mediabot deploy-facts >"$work/facts.json"
+# The subcommands the binary has, and `run`'s options, for the entrypoint checks.
+mediabot --help >"$work/help.txt"
+mediabot help run >"$work/help-run.txt" 2>&1 || true
 "$venv/bin/python" -m json.tool "$work/facts.json" | head -c 2000 | sed 's/^/  /'
 echo
 
@@ -61,7 +67,24 @@ done
 rendered_args=(${rendered[@]})
 
 "$venv/bin/python" "$root/deploy/check/deploy_check.py" \
-  --facts "$work/facts.json" --deploy-dir "$root/deploy" "${rendered_args[@]}"
+  --facts "$work/facts.json" --help-dir "$work" --deploy-dir "$root/deploy" "${rendered_args[@]}"
+
+# The unit's syntax and directives, by systemd itself (the binary is not installed here, so
+# ExecStart points at /bin/true and the env file is made optional for this copy only).
+if command -v systemd-analyze >/dev/null; then
+  echo "== systemd-analyze verify deploy/systemd/mediabot.service"
+  mkdir -p "$work/unit"
+  sed -e 's|^ExecStart=[^ ]*|ExecStart=/bin/true|' -e 's|^EnvironmentFile=/|EnvironmentFile=-/|' \
+    deploy/systemd/mediabot.service >"$work/unit/mediabot.service"
+  if ! out=$(systemd-analyze verify "$work/unit/mediabot.service" 2>&1) || [ -n "$out" ]; then
+    echo "$out" | sed 's/^/  /'
+    echo "  FAIL  systemd-analyze verify reported problems" >&2
+    exit 1
+  fi
+  echo "  ok    no warnings ($(systemctl --version | head -1))"
+else
+  echo "== systemd-analyze not installed: unit syntax not verified by systemd"
+fi
 
 if [ "${DEPLOY_CHECK_SELF_TEST:-1}" = 0 ]; then
   echo "== deploy-check: green (self-test skipped)"
@@ -88,7 +111,7 @@ run_case() {
   args=(${args[@]})
   set +e
   out=$("$venv/bin/python" "$root/deploy/check/deploy_check.py" ${schema:+"$schema"} \
-    --facts "$copy/facts.json" --deploy-dir "$copy/deploy" "${args[@]}" 2>&1)
+    --facts "$copy/facts.json" --help-dir "$work" --deploy-dir "$copy/deploy" "${args[@]}" 2>&1)
   rc=$?
   set -e
   if [ "$rc" -ne 0 ] && grep -q -- "FAIL .*$expect" <<<"$out"; then
@@ -104,6 +127,9 @@ run_case "readiness probe path /readyz -> /ready" \
 run_case "Dockerfile EXPOSE 3478/udp -> 3479/udp" \
   "sed -i 's|EXPOSE 3478/udp|EXPOSE 3479/udp|' deploy/Dockerfile" \
   "EXPOSE"
+run_case "Dockerfile CMD uses a subcommand the binary does not have" \
+  "sed -i 's|CMD \\[\"run\"|CMD [\"serve\"|' deploy/Dockerfile" \
+  "subcommand serve"
 run_case "Dockerfile HEALTHCHECK runs another command" \
   "sed -i 's|\"mediabot\", \"healthcheck\"|\"curl\", \"-f\"|' deploy/Dockerfile" \
   "HEALTHCHECK"
