@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
 mod auth;
+mod emulator;
 mod errors;
 mod fake_graph;
 mod keys;
