@@ -5,7 +5,7 @@
 //! `{"error","error_description","error_codes":[..],"timestamp","trace_id","correlation_id"}`,
 //! with `AADSTS` codes in the description.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -161,7 +161,8 @@ pub enum RegisterError {
 pub struct Directory {
     apps: HashMap<String, RegisteredApp>,
     order: Vec<String>,
-    used_assertion_ids: HashSet<String>,
+    /// `client:jti` of accepted assertions with their `exp`; expired ones are pruned.
+    used_assertion_ids: HashMap<String, u64>,
 }
 
 impl Directory {
@@ -211,9 +212,9 @@ impl Directory {
             None => None,
         };
         let app = RegisteredApp {
-            display_name: cfg
-                .display_name
-                .unwrap_or_else(|| format!("bot-{}", &client_id[..client_id.len().min(8)])),
+            display_name: cfg.display_name.unwrap_or_else(|| {
+                format!("bot-{}", client_id.chars().take(8).collect::<String>())
+            }),
             client_id: client_id.clone(),
             tenant_id: cfg.tenant_id.unwrap_or_else(|| default_tenant.to_owned()),
             client_secret,
@@ -577,13 +578,22 @@ fn check_assertion(
         ));
     };
     let replay_key = format!("{}:{jti}", app.client_id);
-    if dir.used_assertion_ids.contains(&replay_key) {
+    if dir.used_assertion_ids.contains_key(&replay_key) {
         return Err(bad(
             700_025,
             "Client assertion has already been used (jti replay).",
         ));
     }
-    dir.used_assertion_ids.insert(replay_key);
+    if dir.used_assertion_ids.len() >= 10_000 {
+        // Only unexpired assertions can be replayed; forget the rest (bounded memory).
+        dir.used_assertion_ids
+            .retain(|_, exp| *exp + 300 >= now_secs);
+    }
+    let exp = verified
+        .get("exp")
+        .and_then(Value::as_u64)
+        .unwrap_or(now_secs);
+    dir.used_assertion_ids.insert(replay_key, exp);
     Ok(())
 }
 
@@ -601,6 +611,8 @@ pub struct Principal {
     pub tenant_id: String,
     /// `roles`.
     pub roles: Vec<String>,
+    /// `exp` (epoch seconds).
+    pub expires_at: u64,
 }
 
 impl Principal {
@@ -625,7 +637,8 @@ pub enum AuthError {
     Expired,
 }
 
-/// Checks a Graph request's `Authorization` header against the identity key set.
+/// Checks a Graph request's `Authorization` header against the identity key set and the
+/// directory (the app must be registered).
 ///
 /// # Errors
 /// [`AuthError`].
@@ -635,14 +648,34 @@ pub fn authenticate(
     dir: &Directory,
     now_secs: u64,
 ) -> Result<Principal, AuthError> {
-    let token = authorization
+    let p = verify_access_token(authorization, keys, now_secs)?;
+    if dir.app(&p.app_id).is_none() {
+        return Err(AuthError::Invalid("application not registered".into()));
+    }
+    Ok(p)
+}
+
+/// The bearer token of an `Authorization` header.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
         .and_then(|h| {
             h.strip_prefix("Bearer ")
                 .or_else(|| h.strip_prefix("bearer "))
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or(AuthError::Missing)?;
+}
+
+/// Verifies an access token's signature, lifetime and audience (no directory lookup).
+///
+/// # Errors
+/// [`AuthError`].
+pub fn verify_access_token(
+    authorization: Option<&str>,
+    keys: &KeySet,
+    now_secs: u64,
+) -> Result<Principal, AuthError> {
+    let token = bearer(authorization).ok_or(AuthError::Missing)?;
     let v = jwt::verify_rs256(token, &keys.verification_keys(), now_secs, 300).map_err(
         |e| match e {
             JwtError::Expired => AuthError::Expired,
@@ -660,9 +693,6 @@ pub fn authenticate(
     let tenant_id = s("tid")
         .ok_or_else(|| AuthError::Invalid("missing tid".into()))?
         .to_owned();
-    if dir.app(&app_id).is_none() {
-        return Err(AuthError::Invalid("application not registered".into()));
-    }
     let roles = v
         .claims
         .get("roles")
@@ -674,9 +704,15 @@ pub fn authenticate(
                 .collect()
         })
         .unwrap_or_default();
+    let expires_at = v
+        .claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .unwrap_or(now_secs);
     Ok(Principal {
         app_id,
         tenant_id,
         roles,
+        expires_at,
     })
 }

@@ -283,6 +283,7 @@ impl EmulatorBuilder {
             media_peers: Mutex::new(std::collections::HashMap::new()),
             base_url: base_url.clone(),
             max_body: self.max_body,
+            auth_cache: Mutex::new(std::collections::HashMap::new()),
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let app = server::router(shared.clone());

@@ -220,10 +220,14 @@ impl MediaPeer for NoMediaPeer {
 /// syllabic amplitude envelope with short pauses. Deterministic for a seed.
 ///
 /// Not intelligible, but it has the spectral and temporal shape VAD and codecs react to.
+/// At most one hour ([`crate::scenario::MAX_SPEECH_MS`]) is produced.
 pub fn speech_like(seed: u64, sample_rate: u32, duration_ms: u64) -> Vec<i16> {
     use rand::{Rng as _, SeedableRng as _};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let sr = f64::from(sample_rate.max(8000));
+    // Bounded to one hour of audio at 8-192 kHz, whatever the caller asks.
+    let sample_rate = sample_rate.clamp(8000, 192_000);
+    let sr = f64::from(sample_rate);
+    let duration_ms = duration_ms.min(crate::scenario::MAX_SPEECH_MS);
     let n = usize::try_from(duration_ms.saturating_mul(u64::from(sample_rate)) / 1000).unwrap_or(0);
     let mut out = Vec::with_capacity(n);
     let base_f0 = 100.0 + rng.random::<f64>() * 120.0;

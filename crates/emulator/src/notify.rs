@@ -132,12 +132,9 @@ impl Signer {
     /// A bearer token for `app_id` in `tenant_id`.
     pub fn token(&self, app_id: &str, tenant_id: &str) -> String {
         let now = wall_secs();
-        let (kid, key) = match self.keys.read() {
-            Ok(k) => (k.current().kid().to_owned(), k.current().clone()),
-            Err(p) => (
-                p.get_ref().current().kid().to_owned(),
-                p.get_ref().current().clone(),
-            ),
+        let kid = match self.keys.read() {
+            Ok(k) => k.current().kid().to_owned(),
+            Err(p) => p.get_ref().current().kid().to_owned(),
         };
         let ck = (app_id.to_owned(), tenant_id.to_owned(), kid);
         if let Ok(cache) = self.cache.lock()
@@ -146,6 +143,11 @@ impl Signer {
         {
             return t.clone();
         }
+        // Cache miss: clone the key (not the lock guard) so signing happens unlocked.
+        let key = match self.keys.read() {
+            Ok(k) => k.current().clone(),
+            Err(p) => p.get_ref().current().clone(),
+        };
         let exp = now + self.lifetime_secs;
         let claims = json!({
             "iss": NOTIFICATION_ISSUER,

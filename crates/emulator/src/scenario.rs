@@ -45,6 +45,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::clock::Millis;
 
+/// Longest single stretch of speech (bounds what a media peer synthesizes or reads).
+pub const MAX_SPEECH_MS: Millis = 3_600_000;
+
 /// A parsed scenario.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -375,8 +378,11 @@ impl Scenario {
                 }
             }
             for s in &p.speak {
-                if s.duration == 0 {
-                    return bad(format!("{}: speech with zero duration", p.handle));
+                if s.duration == 0 || s.duration > MAX_SPEECH_MS {
+                    return bad(format!(
+                        "{}: speech duration must be between 1 ms and 1 h",
+                        p.handle
+                    ));
                 }
             }
         }

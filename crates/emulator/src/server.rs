@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub media_peers: Mutex<HashMap<String, Box<dyn MediaPeer>>>,
     pub base_url: String,
     pub max_body: usize,
+    /// Verified access tokens (cleared on token-key rotation).
+    pub auth_cache: Mutex<HashMap<String, identity::Principal>>,
 }
 
 impl Shared {
@@ -141,6 +143,10 @@ impl Shared {
             .map_err(|e| e.to_string())?;
         let mut w = set.write().map_err(|_| "key lock poisoned")?;
         w.install(next.0, next.1);
+        if !notifications && let Ok(mut c) = self.auth_cache.lock() {
+            // A key may have left the published set: re-verify every token.
+            c.clear();
+        }
         tracing::info!(set = if notifications { "notifications" } else { "tokens" }, kid = %w.current().kid(), "signing key rotated");
         Ok(w.current().kid().to_owned())
     }
@@ -407,16 +413,48 @@ async fn graph_inner(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
+    let now_secs = wall_secs();
+    let cached = identity::bearer(auth).and_then(|t| {
+        let cache = sh.auth_cache.lock().ok()?;
+        cache
+            .get(t)
+            .filter(|p| p.expires_at + 300 >= now_secs)
+            .cloned()
+    });
+    let principal = match cached {
+        Some(p) => Ok(p),
+        None => {
+            // RSA verification outside the core lock; the result is cached per token.
+            let keys = match sh.id_keys.read() {
+                Ok(k) => k,
+                Err(p) => p.into_inner(),
+            };
+            let r = identity::verify_access_token(auth, &keys, now_secs);
+            if let (Ok(p), Some(t)) = (&r, identity::bearer(auth))
+                && let Ok(mut cache) = sh.auth_cache.lock()
+            {
+                if cache.len() >= 10_000 {
+                    cache.clear();
+                }
+                cache.insert(t.to_owned(), p.clone());
+            }
+            r
+        }
+    };
     let principal = {
-        let keys = match sh.id_keys.read() {
-            Ok(k) => k,
-            Err(p) => p.into_inner(),
-        };
         let mut core = match sh.core.lock() {
             Ok(c) => c,
             Err(p) => p.into_inner(),
         };
-        let r = identity::authenticate(auth, &keys, &core.dir, wall_secs());
+        let r = principal.and_then(|p| {
+            if core.dir.app(&p.app_id).is_some() {
+                Ok(p)
+            } else {
+                Err(identity::AuthError::Invalid(
+                    "application not registered".into(),
+                ))
+            }
+        });
         if r.is_err() {
             core.counters.unauthorized += 1;
         }

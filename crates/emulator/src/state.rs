@@ -660,6 +660,10 @@ fn need(p: &Principal, any_of: &[&str]) -> Result<(), GraphError> {
 }
 
 const ANY_CALLS_ROLE: [&str; 5] = roles::ALL;
+/// Operations kept per call (older finished ones are forgotten).
+pub const MAX_OPERATIONS_PER_CALL: usize = 1000;
+/// Calls kept in total (the oldest terminated ones are forgotten beyond this).
+pub const MAX_CALLS: usize = 50_000;
 
 impl Core {
     /// A core with no apps.
@@ -679,6 +683,28 @@ impl Core {
             rng,
             faults: FaultState::default(),
         }
+    }
+
+    /// Forgets the oldest terminated calls beyond [`MAX_CALLS`].
+    fn prune_calls(&mut self) {
+        if self.call_order.len() <= MAX_CALLS {
+            return;
+        }
+        let mut excess = self.call_order.len() - MAX_CALLS;
+        let calls = &mut self.calls;
+        self.call_order.retain(|id| {
+            if excess > 0
+                && calls
+                    .get(id)
+                    .is_none_or(|c| c.state == CallState::Terminated)
+            {
+                calls.remove(id);
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// A fresh UUID from the seeded generator.
@@ -1114,6 +1140,12 @@ impl Core {
     ) -> String {
         let id = self.uuid();
         if let Some(c) = self.calls.get_mut(call_id) {
+            if c.operations.len() >= MAX_OPERATIONS_PER_CALL {
+                // Bounded memory: forget the oldest finished operation.
+                if let Some(i) = c.operations.iter().position(|o| o.status != "running") {
+                    c.operations.remove(i);
+                }
+            }
             c.operations.push(Operation {
                 id: id.clone(),
                 kind: kind.to_owned(),
@@ -2191,6 +2223,7 @@ impl Core {
         }
         self.calls.insert(id.clone(), call);
         self.call_order.push(id.clone());
+        self.prune_calls();
         tracing::info!(call_id = %id, app = %p.app_id, kind = ?kind, "graph: call created");
         if passcode_ok {
             self.start_establishing(&id, now);
@@ -2385,6 +2418,7 @@ impl Core {
         }
         self.calls.insert(id.clone(), call);
         self.call_order.push(id.clone());
+        self.prune_calls();
         let deadline = if inc.policy_recording {
             self.cfg.timing.policy_answer_deadline_ms
         } else {
