@@ -191,7 +191,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_emulator/counters", get(counters))
         .route("/_emulator/media", get(media_status))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(shared)
+}
+
+/// One structured log line per HTTP request (every surface: identity, Graph, control).
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = t0.elapsed().as_secs_f64() * 1000.0, "http");
+    resp
 }
 
 fn json_response(status: u16, body: &Value) -> Response {

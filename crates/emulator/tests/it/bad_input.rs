@@ -197,3 +197,39 @@ async fn malformed_requests_get_graph_errors_not_crashes() {
     let c = env.emu.counters();
     assert!(c.bad_requests >= 20, "{c:?}");
 }
+
+#[tokio::test]
+async fn https_callbacks_can_be_required_as_graph_does() {
+    let (bot, cb) = crate::common::Bot::start().await;
+    let emu = mediabot_emulator::Emulator::builder()
+        .app(mediabot_emulator::AppConfig::with_roles(
+            mediabot_emulator::roles::ALL,
+        ))
+        .require_https_callbacks(true)
+        .start("127.0.0.1:0")
+        .await
+        .unwrap();
+    let app = emu.apps()[0].clone();
+    let env = crate::common::Env {
+        emu,
+        bot,
+        cb,
+        app,
+        http: reqwest::Client::new(),
+    };
+    let (st, _, v) = env
+        .graph("POST", "/communications/calls", Some(env.p2p_body()))
+        .await;
+    assert_eq!(st, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("HTTPS"));
+    let mut b = env.p2p_body();
+    b["callbackUri"] = json!("https://bot.example/api/calling");
+    let (st, _, _) = env.graph("POST", "/communications/calls", Some(b)).await;
+    assert_eq!(st, 201);
+}
+
+#[test]
+fn the_handle_can_be_shared_across_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<mediabot_emulator::EmulatorHandle>();
+}
