@@ -141,6 +141,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let total = start.elapsed();
+    // The log entry is written after the bot's answer arrives: let the last ones land.
+    emu.wait_for_deliveries(Duration::from_secs(5), |d| d.len() >= want)
+        .await;
     let recs = emu.deliveries(None);
     let mut lat: Vec<f64> = recs
         .iter()

@@ -140,3 +140,30 @@ async fn control_api_drives_and_observes_the_emulator() {
     assert_eq!(st, 200);
     assert!(v["tokens_issued"].as_u64().unwrap() >= 1);
 }
+
+#[tokio::test]
+async fn clock_advance_over_http_fires_deadlines() {
+    let env = crate::common::env_with(&mediabot_emulator::roles::ALL, true).await;
+    let (_, v) = env.ctl("POST", "/calls/incoming", None).await;
+    let id = v["call_id"].as_str().unwrap().to_owned();
+    let (st, v) = env.ctl("GET", "/health", None).await;
+    assert_eq!((st, v["clock"].as_str()), (200, Some("virtual")));
+    let (st, _) = env
+        .ctl("POST", "/clock/advance", Some(json!({"ms": 14_999})))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        env.ctl("GET", &format!("/calls/{id}"), None).await.1["state"],
+        "incoming"
+    );
+    let (st, _) = env
+        .ctl("POST", "/clock/advance", Some(json!({"ms": 1})))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        env.ctl("GET", &format!("/calls/{id}"), None).await.1["state"],
+        "terminated"
+    );
+    let (_, c) = env.ctl("GET", "/counters", None).await;
+    assert_eq!(c["answer_deadlines_missed"], 1);
+}
