@@ -347,7 +347,22 @@ impl Scenario {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, path.parent())
+        let s = Self::from_toml(&text, path.parent())?;
+        // Catch a wrong WAV path when the scenario is loaded, not when media starts.
+        for p in &s.participants {
+            for sp in &p.speak {
+                if let Some(w) = &sp.wav
+                    && !w.is_file()
+                {
+                    return Err(ScenarioError::Invalid(format!(
+                        "{}: WAV file {} does not exist",
+                        p.handle,
+                        w.display()
+                    )));
+                }
+            }
+        }
+        Ok(s)
     }
 
     /// Checks cross-field rules.
@@ -558,6 +573,37 @@ mod tests {
             Scenario::from_toml(tone, None),
             Err(ScenarioError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn missing_wav_files_are_reported_at_load() {
+        let dir = std::env::temp_dir().join(format!("emu-scn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("s.toml");
+        std::fs::write(
+            &f,
+            "[[participant]]\nhandle='a'\nspeak=[{at=0, duration=1, wav='nope.wav'}]\n",
+        )
+        .unwrap();
+        let e = Scenario::from_file(&f).unwrap_err();
+        assert!(e.to_string().contains("nope.wav"), "{e}");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(dir.join("nope.wav"), spec).unwrap();
+        for s in crate::media::speech_like(1, 16_000, 100) {
+            w.write_sample(s).unwrap();
+        }
+        w.finalize().unwrap();
+        let s = Scenario::from_file(&f).unwrap();
+        let wav = s.participants[0].speak[0].wav.clone().unwrap();
+        assert!(wav.is_absolute() || wav.starts_with(&dir));
+        let (samples, rate) = crate::media::read_wav_mono(&wav).unwrap();
+        assert_eq!((samples.len(), rate), (1600, 16_000));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
