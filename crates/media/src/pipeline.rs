@@ -23,6 +23,8 @@ pub const MAX_PCM_SAMPLES: usize = 5760;
 pub const MAX_SINKS: usize = 16;
 /// SSRCs seen once and waiting for a second packet before they get a stream.
 const PROBATION_SLOTS: usize = 16;
+/// Size of the table of expected sequence numbers of sources on probation.
+const PROBATION_TABLE: usize = 4096;
 
 /// The ingest seam: every adapter (WebRTC transport, media bridge, tests) feeds a call through
 /// this trait. Calls never block and never allocate in steady state; bad input is counted and
@@ -204,6 +206,7 @@ pub struct CallPipeline {
     frame_len: usize,
     streams: Vec<Stream>,
     probation: Box<[Probation; PROBATION_SLOTS]>,
+    probation_seq: Box<[u64; PROBATION_TABLE]>,
     sinks: Vec<Sink>,
     mixer: Option<Mixer>,
     stats: Arc<CallStats>,
@@ -232,6 +235,7 @@ impl CallPipeline {
             frame_len,
             streams: Vec::with_capacity(max_streams),
             probation: Box::new(std::array::from_fn(|_| Probation::default())),
+            probation_seq: Box::new([0; PROBATION_TABLE]),
             sinks: Vec::with_capacity(MAX_SINKS),
             mixer: cfg.mixer.map(|m| Mixer::new(m, cfg.output_rate, frame_len)),
             stats: Arc::new(CallStats::default()),
@@ -456,29 +460,41 @@ impl CallPipeline {
         Ok(self.streams.len() - 1)
     }
 
-    /// RFC 3550 A.1 probation: a new SSRC gets a stream on its second packet in sequence, so
-    /// a flood of random SSRCs never allocates. The first packet is held (copied into a fixed
-    /// slot) and replayed when the stream is created, so no audio is lost.
-    fn probation(&mut self, now: Instant, pkt: &RtpPacket<'_>, bytes: &[u8]) -> Option<usize> {
-        let max_age = Duration::from_secs(2);
-        if let Some(i) = self.probation.iter().position(|p| p.ssrc == Some(pkt.ssrc)) {
-            let slot = &mut self.probation[i];
-            let fresh = slot
-                .at
-                .is_some_and(|at| now.saturating_duration_since(at) < max_age);
-            if fresh && pkt.seq.0.wrapping_sub(slot.seq) < 8 && pkt.seq.0 != slot.seq {
-                slot.ssrc = None;
-                return Some(i);
+    /// RFC 3550 A.1 probation: a new SSRC gets a stream on its second packet within 4
+    /// sequence numbers of the first, so a flood of random SSRCs never allocates. The last
+    /// sequence number of each source on probation lives in a fixed table indexed by a hash of
+    /// the SSRC (entries carry the SSRC, so a flood cannot confirm anything by chance), and the
+    /// last packet is held in a small fixed set of slots and replayed when the stream is
+    /// created (best effort: under a flood it may be evicted).
+    /// Returns `Some(held slot)` when the source is confirmed.
+    fn probation(
+        &mut self,
+        now: Instant,
+        pkt: &RtpPacket<'_>,
+        bytes: &[u8],
+    ) -> Option<Option<usize>> {
+        let h = (pkt.ssrc.0.wrapping_mul(0x9e37_79b1) >> 20) as usize % PROBATION_TABLE;
+        let entry = self.probation_seq[h];
+        let held = self.probation.iter().position(|p| p.ssrc == Some(pkt.ssrc));
+        let valid = entry >> 48 == 1 && entry as u32 == pkt.ssrc.0;
+        let last = (entry >> 32) as u16;
+        let distance = pkt.seq.0.wrapping_sub(last) as i16;
+        if valid && distance != 0 && distance.unsigned_abs() <= 4 {
+            self.probation_seq[h] = 0;
+            if let Some(i) = held {
+                self.probation[i].ssrc = None;
             }
-            slot.hold(pkt, bytes, now);
-            return None;
+            return Some(held);
         }
-        let victim = self
-            .probation
-            .iter_mut()
-            .min_by_key(|p| (p.ssrc.is_some(), p.at))
-            .map(|p| p.hold(pkt, bytes, now));
-        let _ = victim;
+        self.probation_seq[h] = (1 << 48) | (u64::from(pkt.seq.0) << 32) | u64::from(pkt.ssrc.0);
+        let slot = match held {
+            Some(i) => &mut self.probation[i],
+            None => self
+                .probation
+                .iter_mut()
+                .min_by_key(|p| (p.ssrc.is_some(), p.at))?,
+        };
+        slot.hold(pkt, bytes, now);
         None
     }
 }
@@ -568,9 +584,18 @@ impl MediaIngest for CallPipeline {
             let i = self.stream_index(pkt.ssrc, |p| {
                 Stream::new_opus(p).map_err(|e| IngestError::Setup(e.to_string()))
             })?;
-            let t_held = self.probation[held].at.map_or(0.0, |at| self.secs(at));
-            let probation = &self.probation[held];
-            if let Ok(first) = RtpPacket::parse(&probation.data[..probation.len]) {
+            let media_start = self.media_start;
+            let probation = &self.probation;
+            let first_held = held.and_then(|h| {
+                let p = &probation[h];
+                let t = p.at.map_or(0.0, |at| {
+                    at.saturating_duration_since(media_start).as_secs_f64()
+                });
+                RtpPacket::parse(&p.data[..p.len]).ok().map(|f| (t, f))
+            });
+            if let Some((t_held, first)) = first_held
+                && (pkt.seq.0.wrapping_sub(first.seq.0) as i16) > 0
+            {
                 let (streams, mut emit) = split_with(
                     &mut self.streams,
                     &mut self.sinks,
@@ -582,6 +607,22 @@ impl MediaIngest for CallPipeline {
                     self.cfg.output_rate,
                 );
                 streams[i].handle_rtp(t_held, &first, &mut emit);
+            } else if let Some((t_held, first)) = first_held {
+                // The held packet is newer than this one: this one first, then the held one.
+                let t = self.secs(now);
+                let (streams, mut emit) = split_with(
+                    &mut self.streams,
+                    &mut self.sinks,
+                    self.mixer.as_mut(),
+                    &self.stats,
+                    &mut self.scratch,
+                    self.cfg.call,
+                    self.wall_start,
+                    self.cfg.output_rate,
+                );
+                streams[i].handle_rtp(t, &pkt, &mut emit);
+                streams[i].handle_rtp(t_held, &first, &mut emit);
+                return Ok(());
             }
         }
         let i = self.stream_index(pkt.ssrc, |p| {

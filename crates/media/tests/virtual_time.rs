@@ -273,3 +273,90 @@ fn one_hour_of_drift_stays_within_a_frame() {
     }
     let _ = SampleRate::HZ_16000;
 }
+
+/// The media bridge path: 20 ms PCM frames with 100 ns timestamps (one gap) at 48 kHz into a
+/// 16 kHz call: resampled, placed, the gap filled with exact silence.
+#[test]
+fn pcm_frames_from_the_bridge_land_on_the_timeline() {
+    use mediabot_media::{MediaIngest, PcmInput};
+    let pcm = speech_like(48_000, 4.0, 5);
+    let (call, start) = pipeline(CallConfig::new(CallTag(3)));
+    let mut d = Driver::new(call, start);
+    d.keep_samples = true;
+    d.add_sink(TrackSelect::AllParticipants);
+    let frames: Vec<Vec<i16>> = pcm
+        .chunks_exact(960)
+        .map(|c| c.iter().map(|s| (s * 32767.0) as i16).collect())
+        .collect();
+    for (i, f) in frames.iter().enumerate() {
+        // Frames 100..110 never arrive (the bridge paused 200 ms).
+        if (100..110).contains(&i) {
+            continue;
+        }
+        let sent = 0.3 + i as f64 * 0.02;
+        let input = PcmInput {
+            source: Ssrc(40),
+            rate: SampleRate::HZ_48000,
+            samples: f,
+            timestamp_100ns: Some(1_000_000_000 + i as u64 * 200_000),
+        };
+        d.call.ingest_pcm(d.at(sent + 0.001), &input).unwrap();
+        d.call.poll(d.at(sent + 0.001));
+        d.drain();
+    }
+    d.call.remove_stream(Ssrc(40));
+    d.drain();
+    let (first, end) = assert_contiguous(&d.tracks[0].frames);
+    assert!(
+        first.abs_diff((0.301 * RATE as f64) as u64) <= FRAME,
+        "{first}"
+    );
+    assert!((end - first).abs_diff(4 * RATE) <= FRAME, "{}", end - first);
+    let s = d.call.stream_stats(Ssrc(40));
+    assert!(s.is_none(), "removed");
+    let c = d.call.stats().snapshot();
+    assert_eq!(c.pcm_rejected, 0);
+}
+
+/// With RTCP sender reports, frames carry the sender's wall clock for their first sample.
+#[test]
+fn sender_reports_set_capture_time() {
+    use mediabot_media::MediaIngest;
+    use mediabot_media::rtp::SenderReport;
+    let (_, packets) = speech_packets(2.0, 3);
+    let sent = schedule(&packets, 1, 48_000, 0.2, 0.0, false);
+    let arrivals = impair(&sent, Ssrc(1), base_net(9));
+    let (call, start) = pipeline(CallConfig::new(CallTag(1)).with_mixer(None));
+    let mut d = Driver::new(call, start);
+    let mut sink = d
+        .call
+        .add_sink_i16(TrackSelect::AllParticipants, 512)
+        .unwrap();
+    // RTP time 48_000 (the first packet) is Unix time 1_700_000_000 s on the sender.
+    let ntp = (1_700_000_000u64 + 2_208_988_800) << 32;
+    d.run(&arrivals[..5], 0.3, 0.01);
+    let mut buf = [0u8; 28];
+    let n = SenderReport {
+        ssrc: Ssrc(1),
+        ntp_time: ntp,
+        rtp_time: mediabot_media::RtpTimestamp(48_000),
+        packet_count: 5,
+    }
+    .write_to(&mut buf)
+    .unwrap();
+    d.call.ingest_rtcp(d.at(0.3), &buf[..n]).unwrap();
+    d.run(&arrivals[5..], 3.0, 0.01);
+    let mut checked = 0;
+    while let Some(f) = sink.pop() {
+        if f.position.0 < 16_000 {
+            continue;
+        }
+        // The sample at position p was sent (p/16000 - 0.22) s after the first packet.
+        let secs = f.position.0 as f64 / 16_000.0 - 0.22;
+        let expected = 1_700_000_000.0 + secs;
+        let got = f.capture_time.0 as f64 / 1e7;
+        assert!((got - expected).abs() < 0.02, "{got} vs {expected}");
+        checked += 1;
+    }
+    assert!(checked > 20);
+}
