@@ -59,6 +59,8 @@ pub struct CallModelConfig {
     pub max_tombstones: usize,
     /// Participants tracked.
     pub max_participants: usize,
+    /// Events queued but not yet polled; beyond this the oldest are dropped and counted.
+    pub max_queued_events: usize,
 }
 
 impl Default for CallModelConfig {
@@ -70,6 +72,7 @@ impl Default for CallModelConfig {
             max_tones: 1024,
             max_tombstones: 8192,
             max_participants: 4096,
+            max_queued_events: 65_536,
         }
     }
 }
@@ -230,6 +233,7 @@ pub struct CallModel {
     tones: BTreeSet<i64>,
     events: VecDeque<CallEvent>,
     ignored: u64,
+    dropped_events: u64,
 }
 
 /// Reads `W/"5445"` (or `"5445"`, or a number) as a version.
@@ -271,6 +275,7 @@ impl CallModel {
             tones: BTreeSet::new(),
             events: VecDeque::new(),
             ignored: 0,
+            dropped_events: 0,
         }
     }
 
@@ -331,6 +336,18 @@ impl CallModel {
         self.events.pop_front()
     }
 
+    /// Events dropped because nobody polled them (see `max_queued_events`).
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
+    }
+
+    fn trim_events(&mut self) {
+        while self.events.len() > self.config.max_queued_events {
+            self.events.pop_front();
+            self.dropped_events += 1;
+        }
+    }
+
     /// A comparable summary.
     pub fn snapshot(&self) -> CallSnapshot {
         CallSnapshot {
@@ -368,6 +385,7 @@ impl CallModel {
             }
             Resource::ContentSharingSessions(_) | Resource::Unknown(_) => {}
         }
+        self.trim_events();
         true
     }
 
@@ -620,6 +638,7 @@ impl CallModel {
     /// finished, the outcome is emitted now; otherwise it waits for its notification.
     pub fn handle_operation_response(&mut self, op: &CommsOperation) {
         self.handle_operation(op, false);
+        self.trim_events();
     }
 
     fn handle_operation(&mut self, op: &CommsOperation, finished_notification: bool) {

@@ -136,6 +136,26 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// A short stable label for metrics (`"expired"`, `"bad_signature"`, ...).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::MissingToken => "missing_token",
+            Self::MalformedToken => "malformed_token",
+            Self::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::MissingTenant => "missing_tenant",
+            Self::TenantNotAllowed(_) => "tenant_not_allowed",
+            Self::KeysUnavailable(_) => "keys_unavailable",
+            Self::Body(_) => "malformed_body",
+        }
+    }
+
     /// The HTTP status the webhook should answer with.
     pub fn http_status(&self) -> u16 {
         match self {

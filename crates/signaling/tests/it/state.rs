@@ -423,3 +423,26 @@ proptest! {
         assert_no_event_twice(&events);
     }
 }
+
+#[test]
+fn unpolled_events_are_bounded_and_counted() {
+    let cfg = CallModelConfig {
+        max_queued_events: 3,
+        ..Default::default()
+    };
+    let mut m = CallModel::new("c1", cfg);
+    let parts = format!("{CALL}/participants");
+    for i in 0..5 {
+        m.handle_notification(&n(
+            "updated",
+            &parts,
+            json!([participant(&format!("p{i}"), 1, None, false, false)]),
+        ));
+    }
+    assert_eq!(m.dropped_events(), 2);
+    let mut left = 0;
+    while m.poll_event().is_some() {
+        left += 1;
+    }
+    assert_eq!(left, 3);
+}

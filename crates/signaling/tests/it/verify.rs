@@ -305,6 +305,7 @@ async fn forged_tenant_not_allowed() {
     let e = refused(&v, &good_token()).await;
     assert_eq!(e, VerifyError::TenantNotAllowed("tenant-1".into()));
     assert_eq!(e.http_status(), 403);
+    assert_eq!(e.label(), "tenant_not_allowed");
 }
 
 #[tokio::test]
