@@ -135,6 +135,8 @@ pub struct Participant {
     pub recording_status: Option<String>,
     /// On hold (hold music playing).
     pub on_hold: bool,
+    /// Video sourceId, when the call requested video.
+    pub video_source_id: Option<u32>,
 }
 
 /// An operation.
@@ -3162,6 +3164,16 @@ fn add_participant(
 ) {
     let source_id = call.next_source_id;
     call.next_source_id += 1;
+    let wants_video = call
+        .props
+        .get("requestedModalities")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|x| x == "video"));
+    let video_source_id = wants_video.then(|| {
+        let v = call.next_source_id;
+        call.next_source_id += 1;
+        v
+    });
     call.participants.push(Participant {
         id,
         handle,
@@ -3176,6 +3188,7 @@ fn add_participant(
         present: false,
         recording_status: None,
         on_hold: false,
+        video_source_id,
     });
 }
 
@@ -3249,6 +3262,25 @@ pub fn render_participant(c: &Call, p: &Participant) -> Value {
     if p.is_bot {
         identity["@odata.type"] = json!("#microsoft.graph.communicationsIdentitySet");
     }
+    let direction = if p.on_hold { "inactive" } else { "sendReceive" };
+    let mut streams = vec![json!({
+        "@odata.type": "#microsoft.graph.mediaStream",
+        "mediaType": "audio",
+        "label": "main-audio",
+        "sourceId": p.source_id.to_string(),
+        "direction": direction,
+        "serverMuted": false,
+    })];
+    if let Some(v) = p.video_source_id {
+        streams.push(json!({
+            "@odata.type": "#microsoft.graph.mediaStream",
+            "mediaType": "video",
+            "label": "main-video",
+            "sourceId": v.to_string(),
+            "direction": direction,
+            "serverMuted": false,
+        }));
+    }
     let recording = p.recording_status.as_ref().map_or(Value::Null, |st| {
         json!({"@odata.type": "#microsoft.graph.recordingInfo", "recordingStatus": st, "initiator": identity_set("application", &c.app_id, "", &c.tenant_id)})
     });
@@ -3264,14 +3296,7 @@ pub fn render_participant(c: &Call, p: &Participant) -> Value {
             "region": "amer",
             "participantId": p.id,
         },
-        "mediaStreams": [{
-            "@odata.type": "#microsoft.graph.mediaStream",
-            "mediaType": "audio",
-            "label": "main-audio",
-            "sourceId": p.source_id.to_string(),
-            "direction": if p.on_hold { "inactive" } else { "sendReceive" },
-            "serverMuted": false,
-        }],
+        "mediaStreams": streams,
         "isMuted": p.muted,
         "isInLobby": p.in_lobby,
         "recordingInfo": recording,

@@ -593,3 +593,50 @@ async fn participants_invite_mute_hold_delete_and_routing_groups() {
         .await;
     assert_eq!(st, 400);
 }
+
+#[tokio::test]
+async fn video_calls_list_a_video_stream_per_participant_with_distinct_source_ids() {
+    let env = env().await;
+    let mut body = env.p2p_body();
+    body["requestedModalities"] = json!(["audio", "video"]);
+    let (st, _, v) = env.graph("POST", "/communications/calls", Some(body)).await;
+    assert_eq!(st, 201);
+    let id = v["id"].as_str().unwrap().to_owned();
+    let items = env
+        .bot
+        .wait_for(|i| {
+            i.iter().any(|x| {
+                x["resourceUrl"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("/participants")
+            })
+        })
+        .await;
+    let roster = items
+        .iter()
+        .find(|x| {
+            x["resourceUrl"]
+                .as_str()
+                .unwrap()
+                .ends_with("/participants")
+        })
+        .unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for p in roster["resourceData"].as_array().unwrap() {
+        let kinds: Vec<&str> = p["mediaStreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["mediaType"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["audio", "video"]);
+        for s in p["mediaStreams"].as_array().unwrap() {
+            assert!(
+                ids.insert(s["sourceId"].as_str().unwrap().to_owned()),
+                "sourceIds are unique"
+            );
+        }
+    }
+    assert_eq!(ids.len(), 4);
+}
