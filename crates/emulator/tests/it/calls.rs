@@ -600,8 +600,7 @@ async fn video_calls_list_a_video_stream_per_participant_with_distinct_source_id
     let mut body = env.p2p_body();
     body["requestedModalities"] = json!(["audio", "video"]);
     let (st, _, v) = env.graph("POST", "/communications/calls", Some(body)).await;
-    assert_eq!(st, 201);
-    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(st, 201, "{v}");
     let items = env
         .bot
         .wait_for(|i| {
