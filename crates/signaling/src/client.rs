@@ -12,6 +12,7 @@ use http::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Longest `clientContext` Graph accepts.
 pub const MAX_CLIENT_CONTEXT_LEN: usize = 256;
@@ -30,6 +31,27 @@ struct Inner {
     http: reqwest::Client,
     tokens: Arc<TokenProvider>,
     jitter: Jitter,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    throttled: AtomicU64,
+    failures: AtomicU64,
+    refused_locally: AtomicU64,
+}
+
+/// Counters of a [`GraphClient`] (export them as metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// HTTP attempts sent to Graph (retries included).
+    pub requests: u64,
+    /// Attempts that were retries.
+    pub retries: u64,
+    /// 429 answers received.
+    pub throttled: u64,
+    /// Operations that ended in an error returned to the caller.
+    pub failures: u64,
+    /// Operations refused before sending by the permission check (argument validation
+    /// errors such as an over-long client context are returned without being counted).
+    pub refused_locally: u64,
 }
 
 /// A successful raw response.
@@ -67,6 +89,11 @@ impl GraphClient {
                 http,
                 tokens,
                 jitter,
+                requests: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+                throttled: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                refused_locally: AtomicU64::new(0),
             }),
         }
     }
@@ -87,6 +114,18 @@ impl GraphClient {
     /// The token provider (for the permission report, metrics, or sharing).
     pub fn tokens(&self) -> &Arc<TokenProvider> {
         &self.inner.tokens
+    }
+
+    /// What the client has done so far.
+    pub fn stats(&self) -> ClientStats {
+        let i = &self.inner;
+        ClientStats {
+            requests: i.requests.load(Ordering::Relaxed),
+            retries: i.retries.load(Ordering::Relaxed),
+            throttled: i.throttled.load(Ordering::Relaxed),
+            failures: i.failures.load(Ordering::Relaxed),
+            refused_locally: i.refused_locally.load(Ordering::Relaxed),
+        }
     }
 
     /// The configuration.
@@ -793,6 +832,27 @@ impl GraphClient {
         path: String,
         body: Option<&B>,
     ) -> Result<Raw, GraphError> {
+        let result = self.send_inner(op, method, path, body).await;
+        if let Err(e) = &result {
+            let local = matches!(e.kind(), GraphErrorKind::InvalidRequest)
+                || (matches!(e.kind(), GraphErrorKind::Forbidden { .. }) && e.status().is_none());
+            let counter = if local {
+                &self.inner.refused_locally
+            } else {
+                &self.inner.failures
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn send_inner<B: Serialize + ?Sized>(
+        &self,
+        op: Operation,
+        method: Method,
+        path: String,
+        body: Option<&B>,
+    ) -> Result<Raw, GraphError> {
         let cfg = &self.inner.config;
         let url = format!("{}{}", cfg.base_url.trim_end_matches('/'), path);
         let body = body
@@ -821,6 +881,10 @@ impl GraphClient {
             } else if method == Method::POST {
                 rb = rb.header(http::header::CONTENT_LENGTH, "0");
             }
+            self.inner.requests.fetch_add(1, Ordering::Relaxed);
+            if attempt > 0 {
+                self.inner.retries.fetch_add(1, Ordering::Relaxed);
+            }
             let (err, failure) = match rb.send().await {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
@@ -841,6 +905,9 @@ impl GraphClient {
                             location,
                             body: bytes,
                         });
+                    }
+                    if status == 429 {
+                        self.inner.throttled.fetch_add(1, Ordering::Relaxed);
                     }
                     let mut err =
                         GraphError::from_response(status, &headers, &bytes, &client_request_id);

@@ -92,6 +92,6 @@ pub mod state;
 mod transport;
 
 pub use auth::{Credentials, Permission, TokenProvider};
-pub use client::{GraphClient, MAX_CLIENT_CONTEXT_LEN};
+pub use client::{ClientStats, GraphClient, MAX_CLIENT_CONTEXT_LEN};
 pub use config::{GraphConfig, RetryPolicy};
 pub use error::{GraphError, GraphErrorKind};

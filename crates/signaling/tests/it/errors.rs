@@ -199,6 +199,7 @@ async fn missing_permission_fails_before_sending() {
         "names the consent step"
     );
     assert!(g.requests().is_empty(), "refused before sending");
+    assert_eq!(client.stats().refused_locally, 1);
     // Service-hosted media does not need AccessMedia.
     client
         .answer(
