@@ -105,6 +105,14 @@ impl Shared {
                 }
             }
         }
+        if peers.len() > crate::state::MAX_CALLS {
+            // Bounded memory: forget peers of calls the core no longer keeps.
+            let core = match self.core.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            peers.retain(|id, _| core.calls.contains_key(id));
+        }
     }
 
     /// Virtual clock: runs every timer up to `target`, stepping the clock to each.

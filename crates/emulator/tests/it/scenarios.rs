@@ -338,3 +338,29 @@ async fn fault_windows_throttle_then_fail_then_recover() {
     assert_eq!(st, 201);
     assert_eq!(env.emu.counters().injected_faults, 3);
 }
+
+#[tokio::test]
+async fn deadlines_also_fire_on_the_system_clock() {
+    let (bot, cb) = Bot::start().await;
+    let emu = Emulator::builder()
+        .app(AppConfig::with_roles(roles::ALL).calling_webhook(cb.clone()))
+        .timing(mediabot_emulator::Timing {
+            answer_deadline_ms: 150,
+            ..crate::common::fast()
+        })
+        .start("127.0.0.1:0")
+        .await
+        .unwrap();
+    let id = emu.ring(Default::default()).unwrap();
+    let items = bot
+        .wait_for(|i| i.iter().any(|x| x["changeType"] == "deleted"))
+        .await;
+    let end = items.iter().find(|x| x["changeType"] == "deleted").unwrap();
+    assert!(end["resourceUrl"].as_str().unwrap().ends_with(&id));
+    assert_eq!(end["resourceData"]["resultInfo"]["code"], 408);
+    assert_eq!(emu.counters().answer_deadlines_missed, 1);
+    assert!(
+        emu.advance(Duration::from_secs(1)).is_err(),
+        "advance needs a virtual clock"
+    );
+}
