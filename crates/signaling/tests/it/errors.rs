@@ -222,3 +222,67 @@ async fn missing_permission_fails_before_sending() {
         .unwrap_err();
     assert_eq!(err.missing_permission(), Some(Permission::Initiate));
 }
+
+#[tokio::test]
+async fn timeouts_are_typed_and_retried_only_when_idempotent() {
+    let g = FakeGraph::start().await;
+    let mut cfg = g.config();
+    cfg.request_timeout = Duration::from_millis(300);
+    cfg.retry.max_retries = 1;
+    let client = mediabot_signaling::GraphClient::new(
+        cfg,
+        mediabot_signaling::Credentials::secret("t", "a", "s"),
+    )
+    .unwrap();
+    let err = client.get_call("slow").await.unwrap_err();
+    assert_eq!(err.kind(), &GraphErrorKind::Timeout);
+    assert_eq!(g.requests().len(), 2, "GET retried once after a timeout");
+    let err = client
+        .play_prompt(
+            "slow",
+            &PlayPromptRequest {
+                prompts: vec![Prompt::media("u")],
+                client_context: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &GraphErrorKind::Timeout);
+    assert_eq!(
+        g.requests().len(),
+        3,
+        "playPrompt may have been processed: not retried"
+    );
+}
+
+#[tokio::test]
+async fn token_endpoint_throttling_and_errors() {
+    let g = FakeGraph::start().await;
+    g.push_token(429, json!({"error": "temporarily_unavailable"}));
+    g.client().keep_alive("c1").await.unwrap();
+    assert_eq!(g.token_count(), 2, "429 from the token endpoint is retried");
+
+    let g = FakeGraph::start().await;
+    for _ in 0..5 {
+        g.push_token(503, json!({"error": "temporarily_unavailable"}));
+    }
+    let err = g.client().keep_alive("c1").await.unwrap_err();
+    assert_eq!(err.kind(), &GraphErrorKind::Server);
+    assert_eq!(g.token_count(), 4, "bounded retries");
+    assert!(g.requests().is_empty());
+
+    let g = FakeGraph::start().await;
+    g.push_token(500, json!({"error": "server_error"}));
+    let err = g.client().keep_alive("c1").await.unwrap_err();
+    assert_eq!(err.kind(), &GraphErrorKind::Server);
+    assert_eq!(g.token_count(), 1, "500 is not a retry status");
+
+    let g = FakeGraph::start().await;
+    g.push_token(200, json!({"token_type": "Bearer"}));
+    let err = g.client().keep_alive("c1").await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &GraphErrorKind::InvalidResponse,
+        "no access_token"
+    );
+}

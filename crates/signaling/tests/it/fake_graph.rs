@@ -243,6 +243,9 @@ async fn handle(
     };
     let require = |fields: &[&str]| fields.iter().all(|f| !json_body[*f].is_null());
     let call = |id: &str| json!({"@odata.type": "#microsoft.graph.call", "id": id, "state": "established", "direction": "outgoing", "callbackUri": "https://bot/cb"});
+    if seg.first() == Some(&"slow") {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
     if seg.first() == Some(&"gone") {
         return error(StatusCode::NOT_FOUND, "8519", "call not found");
     }

@@ -386,6 +386,72 @@ fn single_participant_object_and_source_id_garbage_are_tolerated() {
     );
 }
 
+/// A recorded call whose roster notifications are whole rosters (no delta roster).
+fn recorded_full_roster() -> Vec<Notification> {
+    let parts = format!("{CALL}/participants");
+    vec![
+        n("updated", CALL, call(1, json!({"state": "establishing"}))),
+        n("updated", CALL, call(2, json!({"state": "established"}))),
+        n(
+            "updated",
+            &parts,
+            json!([participant("p0", 1, Some("100"), false, false)]),
+        ),
+        n(
+            "updated",
+            &parts,
+            json!([
+                participant("p0", 1, Some("100"), false, false),
+                participant("p1", 2, Some("1"), true, false)
+            ]),
+        ),
+        n(
+            "updated",
+            &parts,
+            json!([
+                participant("p0", 1, Some("100"), false, false),
+                participant("p1", 3, Some("1"), false, false),
+                participant("p2", 4, Some("2"), false, false)
+            ]),
+        ),
+        n(
+            "updated",
+            &parts,
+            json!([
+                participant("p0", 1, Some("100"), false, false),
+                participant("p2", 5, Some("2"), false, true)
+            ]),
+        ),
+        n(
+            "updated",
+            &parts,
+            json!([
+                participant("p0", 1, Some("100"), false, false),
+                participant("p2", 5, Some("2"), false, true),
+                participant("p3", 6, Some("3"), false, false)
+            ]),
+        ),
+    ]
+}
+
+fn run_full(seq: &[Notification]) -> (CallModel, Vec<CallEvent>) {
+    let mut m = CallModel::new(
+        "c1",
+        CallModelConfig {
+            roster_mode: RosterMode::Full,
+            ..Default::default()
+        },
+    );
+    let mut events = Vec::new();
+    for n in seq {
+        m.handle_notification(n);
+        while let Some(e) = m.poll_event() {
+            events.push(e);
+        }
+    }
+    (m, events)
+}
+
 /// Any permutation of the recording, with any duplicates inserted anywhere.
 fn shuffled_with_duplicates(len: usize) -> impl Strategy<Value = Vec<usize>> {
     let order = Just((0..len).collect::<Vec<_>>()).prop_shuffle();
@@ -408,6 +474,18 @@ proptest! {
         let (expected, _) = run(&rec);
         let seq: Vec<Notification> = idx.iter().map(|&i| rec[i].clone()).collect();
         let (got, events) = run(&seq);
+        prop_assert_eq!(got.snapshot(), expected.snapshot());
+        assert_no_event_twice(&events);
+    }
+
+    #[test]
+    fn full_roster_mode_converges_too(idx in shuffled_with_duplicates(7)) {
+        let rec = recorded_full_roster();
+        let (expected, _) = run_full(&rec);
+        let ids: Vec<_> = expected.participants().map(|p| p.id.clone().unwrap()).collect();
+        prop_assert_eq!(ids, vec!["p0".to_owned(), "p2".to_owned(), "p3".to_owned()]);
+        let seq: Vec<Notification> = idx.iter().map(|&i| rec[i].clone()).collect();
+        let (got, events) = run_full(&seq);
         prop_assert_eq!(got.snapshot(), expected.snapshot());
         assert_no_event_twice(&events);
     }
