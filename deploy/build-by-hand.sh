@@ -100,7 +100,7 @@ ls -l "$bin"
 
 # --- checks -------------------------------------------------------------------------------------
 fail=0
-check() { if "$@"; then echo "   ok    ${desc}"; else echo "   FAIL  ${desc}"; fail=1; fi; }
+check() { if "$@" >/dev/null; then echo "   ok    ${desc}"; else echo "   FAIL  ${desc}"; fail=1; fi; }
 
 step "shared libraries the binary needs"
 needed=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort)
@@ -150,6 +150,49 @@ check bash -c "! ${as_user[*]} \"$bin\" healthcheck --url http://127.0.0.1:$port
 wait "$server_pid" 2>/dev/null || true   # it exits after those two requests
 desc="HEALTHCHECK command exits non-zero when nothing listens"
 check bash -c "! ${as_user[*]} \"$bin\" healthcheck --url http://127.0.0.1:$port/healthz --timeout-secs 1 2>/dev/null"
+
+# The image's main command, when the binary has it: `run` with the Kubernetes base config,
+# loopback addresses and a short grace, as uid 10001. Probes, metric names the autoscalers use,
+# and a clean exit on SIGTERM.
+if "$bin" help run >/dev/null 2>&1; then
+  step "smoke test of \`mediabot run --config\` (base ConfigMap TOML, loopback only)"
+  smoke=$(mktemp -d)
+  chmod 0755 "$smoke"
+  sed "s|^dir = .*|dir = \"$smoke/recordings\"|" deploy/k8s/base/mediabot.toml >"$smoke/mediabot.toml"
+  install -d -o $uid -g $uid "$smoke/recordings" 2>/dev/null || install -d "$smoke/recordings"
+  hp=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  up=$(python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  dead=http://127.0.0.1:9   # discard port: no Graph or identity provider is reachable here
+  env MEDIABOT_SERVER_LISTEN=127.0.0.1:$hp MEDIABOT_MEDIA_UDP_PORT=$up \
+    MEDIABOT_MEDIA_BIND_IP=127.0.0.1 MEDIABOT_MEDIA_PUBLIC_IP=127.0.0.1 \
+    MEDIABOT_SERVER_PUBLIC_URL=http://127.0.0.1:$hp MEDIABOT_SERVER_SHUTDOWN_GRACE_SECS=5 \
+    MEDIABOT_GRAPH_CLIENT_SECRET=smoke MEDIABOT_OPERATOR_TOKEN=smoke \
+    MEDIABOT_GRAPH_BASE_URL=$dead/v1.0 MEDIABOT_GRAPH_AUTHORITY=$dead \
+    MEDIABOT_GRAPH_OPENID_METADATA_URL=$dead/openid \
+    "${as_user[@]}" "$bin" run --config "$smoke/mediabot.toml" >"$smoke/run.log" 2>&1 &
+  run_pid=$!
+  for _ in $(seq 100); do
+    "$bin" healthcheck --url "http://127.0.0.1:$hp/healthz" --timeout-secs 1 >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  desc="HEALTHCHECK command against \`mediabot run\` (/healthz)"
+  check "$bin" healthcheck --url "http://127.0.0.1:$hp/healthz"
+  desc="/readyz answers 200 once started"
+  check "$bin" healthcheck --url "http://127.0.0.1:$hp/readyz"
+  metrics=$(python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())" "http://127.0.0.1:$hp/metrics" 2>&1 || true)
+  for m in mediabot_calls_active mediabot_streams_active; do
+    desc="/metrics exports $m (the autoscalers' metric)"
+    check grep -q "^$m" <<<"$metrics"
+  done
+  kill -TERM "$run_pid"
+  rc=0; wait "$run_pid" || rc=$?
+  desc="SIGTERM with no calls: drains and exits 0 (exit code $rc)"
+  check test "$rc" = 0
+  if [ "$fail" != 0 ]; then sed 's/^/   run.log: /' "$smoke/run.log" | tail -20; fi
+  rm -rf "$smoke"
+else
+  step "the binary has no \`run\` subcommand yet: smoke test of the main command skipped"
+fi
 
 if [ "$fail" != 0 ]; then
   step "FAILED"

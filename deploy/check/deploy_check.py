@@ -85,7 +85,9 @@ def effective(env: dict[str, str], toml: dict, facts: dict) -> dict:
         )
     )
     tls = bool(server.get("tls_cert") or env.get("MEDIABOT_SERVER_TLS_CERT"))
-    return {"http": http, "udp": udp, "grace": grace, "tls": tls}
+    max_calls = env.get("MEDIABOT_MEDIA_MAX_CALLS", media.get("max_calls", facts.get("max_calls")))
+    return {"http": http, "udp": udp, "grace": grace, "tls": tls,
+            "max_calls": int(max_calls) if max_calls is not None else None}
 
 
 def check_toml(r: Report, where: str, toml: dict, facts: dict) -> None:
@@ -261,6 +263,48 @@ def check_crd_structure(r: Report, ident: str, d: dict) -> None:
         r.check(False, f"{ident} has a schema", "no bundled schema and no structural check for it")
 
 
+def test_wrapper(r: Report, c: dict, config_path: str | None) -> None:
+    """Runs the container's shell step with a stand-in `mediabot` on PATH, for each way of
+    finding the public IP, and checks what the real binary would be started with."""
+    import subprocess
+    import tempfile
+
+    script = " ".join(c["args"]).replace("$$", "$")  # Kubernetes' $$ escape
+    static = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "bin").mkdir()
+        fake = t / "bin" / "mediabot"
+        fake.write_text('#!/bin/sh\necho "ARGS=$*"\necho "IP=$MEDIABOT_MEDIA_PUBLIC_IP"\n')
+        fake.chmod(0o755)
+        ipdir = t / "ips"
+        ipdir.mkdir()
+        cases = [
+            ("pod file", {"mediabot-0": "203.0.113.10", "node-a": "198.51.100.1"}, "false", 0, "203.0.113.10"),
+            ("node file", {"node-a": "198.51.100.1"}, "false", 0, "198.51.100.1"),
+            ("host IP", {}, "true", 0, "192.0.2.5"),
+            ("no IP anywhere", {}, "false", 64, None),
+        ]
+        for name, files, from_host, want_rc, want_ip in cases:
+            for f in ipdir.iterdir():
+                f.unlink()
+            for k, v in files.items():
+                (ipdir / k).write_text(v)
+            env = {**static, "PATH": f"{t / 'bin'}:/usr/bin:/bin", "POD_NAME": "mediabot-0",
+                   "NODE_NAME": "node-a", "HOST_IP": "192.0.2.5", "PUBLIC_IP_DIR": str(ipdir),
+                   "PUBLIC_IP_FROM_HOST_IP": from_host}
+            env.pop("MEDIABOT_MEDIA_PUBLIC_IP", None)
+            p = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True,
+                               timeout=10, cwd=tmp)
+            ok = p.returncode == want_rc
+            if want_ip:
+                ok = ok and f"IP={want_ip}" in p.stdout and f"ARGS=run --config {config_path}" in p.stdout
+            else:
+                ok = ok and "mediabot-public-ips" in p.stderr
+            r.check(ok, f"container shell step, public IP from {name}",
+                    f"rc={p.returncode} out={p.stdout.strip()!r} err={p.stderr.strip()!r}")
+
+
 def selects(selector: dict | None, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -345,6 +389,9 @@ def check_rendered(r: Report, name: str, docs: list[dict], facts: dict, image: d
     domain = domain_m.group(1) if domain_m else None
     r.check(domain is not None, f"per-pod public URL is https://$(POD_NAME).<domain> ({expanded})",
             url)
+
+    if c.get("command", [])[:2] == ["/bin/sh", "-c"]:
+        test_wrapper(r, c, config_path)
 
     # --- ports
     ports = {p.get("name"): p for p in c.get("ports", [])}
@@ -470,9 +517,15 @@ def check_rendered(r: Report, name: str, docs: list[dict], facts: dict, image: d
                 f"HPA {h['metadata']['name']} targets StatefulSet {sts_name}", str(ref))
         max_rep = h["spec"]["maxReplicas"]
         for mt in h["spec"].get("metrics", []):
-            mname = _path(mt, mt["type"][0].lower() + mt["type"][1:], "metric", "name")
+            key = mt["type"][0].lower() + mt["type"][1:]
+            mname = _path(mt, key, "metric", "name")
             r.check(mname in facts.get("metrics", SCALING_METRICS), f"HPA metric {mname} is exported",
                     f"expected one of {sorted(facts.get('metrics', SCALING_METRICS))}")
+            target = _path(mt, key, "target", "averageValue")
+            if mname == "mediabot_calls_active" and target is not None and eff["max_calls"]:
+                r.check(float(target) < eff["max_calls"],
+                        f"HPA target {target} calls/pod < media.max_calls {eff['max_calls']}",
+                        "pods would turn not-ready (full) before the HPA adds any")
     for so in by_kind.get("ScaledObject", []):
         ref = so["spec"]["scaleTargetRef"]
         r.check(ref.get("kind") == "StatefulSet" and ref.get("name") == sts_name,
@@ -483,6 +536,11 @@ def check_rendered(r: Report, name: str, docs: list[dict], facts: dict, image: d
             used = set(re.findall(r"\b(mediabot_[a-z_]+)", q))
             r.check(bool(used) and used <= set(facts.get("metrics", SCALING_METRICS)),
                     f"ScaledObject query uses exported metrics {sorted(used)}")
+            thr = t["metadata"].get("threshold")
+            if used == {"mediabot_calls_active"} and thr and eff["max_calls"]:
+                r.check(float(thr) < eff["max_calls"],
+                        f"ScaledObject threshold {thr} calls/pod < media.max_calls {eff['max_calls']}",
+                        "pods would turn not-ready (full) before KEDA adds any")
     if max_rep is None:
         max_rep = sts["spec"].get("replicas", 1)
         r.note(f"no autoscaler; per-pod resources must cover replicas={max_rep}")
