@@ -61,6 +61,8 @@ pub struct TokenProvider {
     refresh: tokio::sync::Mutex<()>,
     fetches: AtomicU64,
     jitter: transport::Jitter,
+    epoch: AtomicU64,
+    last_error: std::sync::Mutex<Option<GraphError>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -101,6 +103,8 @@ impl TokenProvider {
             refresh: tokio::sync::Mutex::new(()),
             fetches: AtomicU64::new(0),
             jitter,
+            epoch: AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -137,23 +141,38 @@ impl TokenProvider {
         if let Some(t) = self.cached().filter(|t| now < t.refresh_at) {
             return Ok(t);
         }
+        let epoch = self.epoch.load(Ordering::SeqCst);
         let _guard = self.refresh.lock().await;
         let now = self.clock.now();
         let cached = self.cached();
         if let Some(t) = cached.clone().filter(|t| now < t.refresh_at) {
             return Ok(t);
         }
-        match self.fetch().await {
+        let still_valid = cached.filter(|t| now < t.expires_at);
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            // A refresh finished while we waited and left no fresh token: it failed. Share its
+            // outcome instead of hitting the authority once per waiter.
+            let shared = self.last_error.lock().ok().and_then(|e| e.clone());
+            if let Some(e) = shared {
+                return still_valid.ok_or(e);
+            }
+        }
+        let result = self.fetch().await;
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = result.as_ref().err().cloned();
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        match result {
             Ok(t) => {
                 if let Ok(mut c) = self.cache.lock() {
                     *c = Some(t.clone());
                 }
                 Ok(t)
             }
-            Err(e) => match cached.filter(|t| now < t.expires_at) {
-                Some(still_valid) => {
+            Err(e) => match still_valid {
+                Some(t) => {
                     tracing::warn!(error = %e, "token refresh failed; using the cached token");
-                    Ok(still_valid)
+                    Ok(t)
                 }
                 None => Err(e),
             },

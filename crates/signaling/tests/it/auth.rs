@@ -202,3 +202,34 @@ async fn permission_report_from_the_token_roles() {
         vec!["OnlineMeetings.Read.All".to_owned()]
     );
 }
+
+#[tokio::test]
+async fn a_failed_refresh_is_shared_by_everyone_waiting_for_it() {
+    let g = FakeGraph::start().await;
+    for _ in 0..20 {
+        g.push_token(
+            401,
+            json!({"error": "invalid_client", "error_description": "AADSTS7000215"}),
+        );
+    }
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let p = provider(&g, Arc::new(ManualClock(Mutex::new(start))));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { p.token().await })
+        })
+        .collect();
+    let mut unauthorized = 0;
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), &GraphErrorKind::Unauthorized);
+        unauthorized += 1;
+    }
+    // All 20 queued behind one fetch (current-thread runtime): they share its error.
+    assert_eq!(unauthorized, 20);
+    assert_eq!(g.token_count(), 1, "one fetch for 20 waiting callers");
+    // A later call tries again.
+    assert!(p.token().await.is_err());
+    assert_eq!(g.token_count(), 2);
+}

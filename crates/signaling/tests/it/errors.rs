@@ -61,8 +61,8 @@ async fn throttling_is_retried_after_retry_after() {
         json!({"error": {"code": "ServiceUnavailable", "message": "busy"}}),
     );
     // A non-idempotent POST is retried after 429/503: the request was not processed.
-    let op = g
-        .client()
+    let client = g.client();
+    let op = client
         .play_prompt(
             "c1",
             &PlayPromptRequest {
@@ -73,6 +73,16 @@ async fn throttling_is_retried_after_retry_after() {
         .await
         .unwrap();
     assert_eq!(op.operation_type(), OperationType::PlayPrompt);
+    let stats = client.stats();
+    assert_eq!(
+        (
+            stats.requests,
+            stats.retries,
+            stats.throttled,
+            stats.failures
+        ),
+        (3, 2, 1, 0)
+    );
     let reqs = g.requests();
     assert_eq!(reqs.len(), 3);
     let ids: Vec<_> = reqs
@@ -82,6 +92,12 @@ async fn throttling_is_retried_after_retry_after() {
     assert!(
         ids.windows(2).all(|w| w[0] == w[1]),
         "one client-request-id across retries"
+    );
+    client.keep_alive("c1").await.unwrap();
+    assert_ne!(
+        g.last().headers["client-request-id"],
+        ids[0],
+        "a new id per operation"
     );
 }
 
