@@ -36,6 +36,17 @@ pub trait MediaIngest {
     /// [`IngestError`] when the packet is malformed or refused (it is counted either way).
     fn ingest_rtp(&mut self, now: Instant, packet: &[u8]) -> Result<(), IngestError>;
 
+    /// One RTP packet already parsed by the adapter (e.g. the WebRTC stack's own view of it):
+    /// build an [`RtpPacket`] from its fields and payload.
+    ///
+    /// # Errors
+    /// [`IngestError`] when the packet is refused (it is counted either way).
+    fn ingest_rtp_packet(
+        &mut self,
+        now: Instant,
+        packet: &RtpPacket<'_>,
+    ) -> Result<(), IngestError>;
+
     /// One decrypted RTCP (compound) packet received at `now`; sender reports are used.
     ///
     /// # Errors
@@ -467,12 +478,7 @@ impl CallPipeline {
     /// last packet is held in a small fixed set of slots and replayed when the stream is
     /// created (best effort: under a flood it may be evicted).
     /// Returns `Some(held slot)` when the source is confirmed.
-    fn probation(
-        &mut self,
-        now: Instant,
-        pkt: &RtpPacket<'_>,
-        bytes: &[u8],
-    ) -> Option<Option<usize>> {
+    fn probation(&mut self, now: Instant, pkt: &RtpPacket<'_>) -> Option<Option<usize>> {
         let h = (pkt.ssrc.0.wrapping_mul(0x9e37_79b1) >> 20) as usize % PROBATION_TABLE;
         let entry = self.probation_seq[h];
         let held = self.probation.iter().position(|p| p.ssrc == Some(pkt.ssrc));
@@ -494,7 +500,7 @@ impl CallPipeline {
                 .iter_mut()
                 .min_by_key(|p| (p.ssrc.is_some(), p.at))?,
         };
-        slot.hold(pkt, bytes, now);
+        slot.hold(pkt, now);
         None
     }
 }
@@ -521,12 +527,12 @@ impl Default for Probation {
 }
 
 impl Probation {
-    fn hold(&mut self, pkt: &RtpPacket<'_>, bytes: &[u8], now: Instant) {
-        self.ssrc = Some(pkt.ssrc);
+    fn hold(&mut self, pkt: &RtpPacket<'_>, now: Instant) {
+        // Kept as a plain RTP packet (fixed header + payload); the payload size was checked.
+        self.len = pkt.write_to(&mut self.data).unwrap_or(0);
+        self.ssrc = (self.len > 0).then_some(pkt.ssrc);
         self.seq = pkt.seq.0;
         self.at = Some(now);
-        self.len = bytes.len().min(self.data.len());
-        self.data[..self.len].copy_from_slice(&bytes[..self.len]);
     }
 }
 
@@ -557,13 +563,24 @@ fn split_with<'a>(
 
 impl MediaIngest for CallPipeline {
     fn ingest_rtp(&mut self, now: Instant, packet: &[u8]) -> Result<(), IngestError> {
-        let pkt = match RtpPacket::parse(packet) {
-            Ok(p) => p,
+        match RtpPacket::parse(packet) {
+            Ok(p) => self.ingest_rtp_packet(now, &p),
             Err(e) => {
                 StreamStats::add(&self.stats.malformed, 1);
-                return Err(e.into());
+                Err(e.into())
             }
-        };
+        }
+    }
+
+    fn ingest_rtp_packet(&mut self, now: Instant, pkt: &RtpPacket<'_>) -> Result<(), IngestError> {
+        let pkt = *pkt;
+        if pkt.payload.len() > crate::jitter::MAX_PAYLOAD {
+            StreamStats::add(&self.stats.malformed, 1);
+            return Err(RtpError::Oversized {
+                len: pkt.payload.len() + 12,
+            }
+            .into());
+        }
         let known = self
             .streams
             .iter()
@@ -578,7 +595,7 @@ impl MediaIngest for CallPipeline {
                     max: self.cfg.max_streams,
                 });
             }
-            let Some(held) = self.probation(now, &pkt, packet) else {
+            let Some(held) = self.probation(now, &pkt) else {
                 return Ok(());
             };
             let i = self.stream_index(pkt.ssrc, |p| {
@@ -676,5 +693,49 @@ impl MediaIngest for CallPipeline {
         let (streams, mut emit) = self.split();
         streams[i].handle_pcm(t, &buf[..n], ts, &mut emit);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::units::{RtpTimestamp, SeqNo};
+
+    #[test]
+    fn parsed_packets_enter_like_bytes() {
+        let start = Instant::now();
+        let mut call = CallPipeline::new(CallConfig::new(CallTag(1)), start, SystemTime::now());
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let mut buf = [0u8; 400];
+        let pcm = [0.1f32; 960];
+        for i in 0..20u16 {
+            let n = enc.encode_float(&pcm, &mut buf).unwrap();
+            let pkt = RtpPacket {
+                marker: i == 0,
+                payload_type: PayloadType(111),
+                seq: SeqNo(i),
+                timestamp: RtpTimestamp(u32::from(i) * 960),
+                ssrc: Ssrc(3),
+                payload: &buf[..n],
+            };
+            let now = start + Duration::from_millis(20 * u64::from(i));
+            call.ingest_rtp_packet(now, &pkt).unwrap();
+        }
+        assert_eq!(call.poll_event(), Some(PipelineEvent::StreamAdded(Ssrc(3))));
+        let s = call.stream_stats(Ssrc(3)).unwrap().snapshot();
+        assert_eq!(s.received, 20);
+        assert!(s.frames_out > 5, "{s:?}");
+        let big = [0u8; 1600];
+        let pkt = RtpPacket {
+            marker: false,
+            payload_type: PayloadType(111),
+            seq: SeqNo(21),
+            timestamp: RtpTimestamp(0),
+            ssrc: Ssrc(3),
+            payload: &big,
+        };
+        assert!(call.ingest_rtp_packet(start, &pkt).is_err());
     }
 }
