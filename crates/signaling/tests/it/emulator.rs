@@ -362,3 +362,207 @@ async fn certificate_credentials_are_accepted_by_the_emulator() {
     let err = client.get_call("no-such-call").await.unwrap_err();
     assert_eq!(err.kind(), &GraphErrorKind::NotFound);
 }
+
+#[tokio::test]
+async fn meeting_operations_against_the_emulator() {
+    let mut b = bot(&roles::ALL).await;
+    let url = format!(
+        "https://teams.microsoft.com/l/meetup-join/19%3ameeting_ops%40thread.v2/0?context=%7b%22Tid%22%3a%22{}%22%2c%22Oid%22%3a%22organizer-2%22%7d",
+        b.app.tenant_id
+    );
+    let join = mediabot_signaling::join_url::parse_join_url(&url).unwrap();
+    let mut body = Call::join_meeting(b.webhook.clone(), join, MediaConfig::service_hosted());
+    body.call_options = Some(CallOptions::outgoing(true));
+    let call = b.client.create_call(&body).await.unwrap();
+    let call_id = call.id.clone().unwrap();
+    let mut model = CallModel::new(call_id.clone(), CallModelConfig::default());
+    model.handle_call(&call, &ChangeType::Created);
+    pump(&mut b, &mut model, |m, _| {
+        m.state() == Some(&CallState::Established)
+    })
+    .await;
+
+    // Service-hosted media: prompts and recording are allowed.
+    let op = b
+        .client
+        .play_prompt(
+            &call_id,
+            &PlayPromptRequest {
+                prompts: vec![Prompt::media("https://bot.example/hello.wav")],
+                client_context: Some("pp".into()),
+            },
+        )
+        .await
+        .unwrap();
+    model.handle_operation_response(&op);
+    let op = b
+        .client
+        .record_response(
+            &call_id,
+            &RecordResponseRequest {
+                max_record_duration_in_seconds: Some(10),
+                client_context: Some("rec".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    model.handle_operation_response(&op);
+    b.client
+        .cancel_media_processing(&call_id, Some("cancel"))
+        .await
+        .unwrap();
+    pump(&mut b, &mut model, |_, ev| {
+        ev.iter().any(|e| matches!(e, CallEvent::OperationCompleted { client_context: Some(c), .. } | CallEvent::OperationFailed { client_context: Some(c), .. } if c == "pp"))
+    })
+    .await;
+
+    let invite = InviteParticipantsRequest {
+        participants: vec![InvitationParticipantInfo::new(IdentitySet::user(
+            "invitee-1",
+            Some("Invitee"),
+        ))],
+        client_context: Some("inv".into()),
+    };
+    let op = b
+        .client
+        .invite_participants(&call_id, &invite)
+        .await
+        .unwrap();
+    assert_eq!(op.operation_type(), OperationType::InviteParticipants);
+    model.handle_operation_response(&op);
+    pump(&mut b, &mut model, |_, ev| {
+        ev.iter().any(|e| matches!(e, CallEvent::OperationCompleted { client_context: Some(c), .. } if c == "inv"))
+    })
+    .await;
+
+    let other = b
+        .client
+        .list_participants(&call_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.id.as_deref() != model.my_participant_id())
+        .and_then(|p| p.id)
+        .expect("another participant");
+    b.client.get_participant(&call_id, &other).await.unwrap();
+    let op = b
+        .client
+        .mute_participant(&call_id, &other, Some("pm"))
+        .await
+        .unwrap();
+    assert_eq!(op.operation_type(), OperationType::MuteParticipant);
+    let op = b
+        .client
+        .start_hold_music(&call_id, &other, &StartHoldMusicRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(op.operation_type(), OperationType::StartHoldMusic);
+    let op = b
+        .client
+        .stop_hold_music(&call_id, &other, None)
+        .await
+        .unwrap();
+    assert_eq!(op.operation_type(), OperationType::StopHoldMusic);
+    b.client.remove_participant(&call_id, &other).await.unwrap();
+    let removed = other.clone();
+    pump(&mut b, &mut model, move |m, _| {
+        m.participant(&removed).is_none()
+    })
+    .await;
+
+    b.client
+        .log_teleconference_device_quality(&TeleconferenceDeviceQuality {
+            call_chain_id: call.call_chain_id.clone(),
+            participant_id: Some("p".into()),
+            media_leg_id: Some("leg".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    b.client.hang_up(&call_id).await.unwrap();
+    pump(&mut b, &mut model, |m, _| m.is_terminated()).await;
+    assert_eq!(b.emu.counters().bad_requests, 0);
+}
+
+#[tokio::test]
+async fn reject_redirect_and_transfer_against_the_emulator() {
+    let mut b = bot(&roles::ALL).await;
+    // Reject.
+    let c1 = b.emu.ring(IncomingCall::default()).unwrap();
+    let mut m1 = CallModel::new(c1.clone(), CallModelConfig::default());
+    pump(&mut b, &mut m1, |m, _| {
+        m.state() == Some(&CallState::Incoming)
+    })
+    .await;
+    b.client
+        .reject(
+            &c1,
+            &RejectRequest {
+                reason: Some(RejectReason::Busy),
+                callback_uri: None,
+            },
+        )
+        .await
+        .unwrap();
+    pump(&mut b, &mut m1, |m, _| m.is_terminated()).await;
+
+    // Redirect.
+    let c2 = b.emu.ring(IncomingCall::default()).unwrap();
+    let mut m2 = CallModel::new(c2.clone(), CallModelConfig::default());
+    pump(&mut b, &mut m2, |m, _| {
+        m.state() == Some(&CallState::Incoming)
+    })
+    .await;
+    let target = InvitationParticipantInfo::new(IdentitySet::user("redirect-target", None));
+    b.client
+        .redirect(
+            &c2,
+            &RedirectRequest {
+                targets: vec![target.clone()],
+                timeout: Some(30),
+                callback_uri: None,
+            },
+        )
+        .await
+        .unwrap();
+    pump(&mut b, &mut m2, |m, _| m.is_terminated()).await;
+
+    // Transfer an established call.
+    let c3 = b.emu.ring(IncomingCall::default()).unwrap();
+    let mut m3 = CallModel::new(c3.clone(), CallModelConfig::default());
+    pump(&mut b, &mut m3, |m, _| {
+        m.state() == Some(&CallState::Incoming)
+    })
+    .await;
+    b.client
+        .answer(
+            &c3,
+            &AnswerRequest::audio(b.webhook.clone(), MediaConfig::app_hosted(blob())),
+        )
+        .await
+        .unwrap();
+    pump(&mut b, &mut m3, |m, _| {
+        m.state() == Some(&CallState::Established)
+    })
+    .await;
+    b.client
+        .transfer(
+            &c3,
+            &TransferRequest {
+                transfer_target: target,
+                transferee: None,
+            },
+        )
+        .await
+        .unwrap();
+    let events = pump(&mut b, &mut m3, |m, _| m.is_terminated()).await;
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CallEvent::StateChanged {
+            to: CallState::Transferring,
+            ..
+        }
+    )));
+    assert_eq!(b.emu.counters().bad_requests, 0);
+}
