@@ -62,6 +62,10 @@ async fn aiortc_two_speakers_arrive_intact() {
     assert!(stdout.contains("aiortc: DELETE 200"), "{stdout}\n{stderr}");
 
     let seen = h.wait_for(|s: &Seen| !s.closed.is_empty()).await;
+    assert!(
+        seen.sender_reports >= 2,
+        "aiortc's sender reports reach the handler"
+    );
     assert_eq!(seen.closed[0].1, CloseReason::Requested);
     for (k, ssrc) in SSRCS.iter().enumerate() {
         let packets: Vec<_> = seen.rtp.iter().filter(|p| p.ssrc == *ssrc).collect();

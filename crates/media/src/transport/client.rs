@@ -12,19 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
@@ -32,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::blob::MediaBlob;
 use super::sdp::{self, OfferAudio};
-use super::server::{audio_codecs, audio_media_engine, host_candidate};
+use super::server::{audio_codecs, audio_media_engine, host_candidate, opus_track};
 use super::{AudioLevel, Ssrc};
 
 /// Setup of a WHIP client session.
@@ -137,6 +132,28 @@ pub struct OutboundRtp {
     pub payload: Bytes,
 }
 
+/// Capacity of the received-RTP queue (packets).
+const INBOUND_QUEUE: usize = 4096;
+
+/// One RTP packet received from the server (the bot's outbound audio).
+#[derive(Debug, Clone)]
+pub struct ReceivedRtp {
+    /// When it was read.
+    pub received_at: Instant,
+    /// Stream.
+    pub ssrc: u32,
+    /// Sequence number.
+    pub sequence: u16,
+    /// Timestamp.
+    pub timestamp: u32,
+    /// Payload type.
+    pub payload_type: u8,
+    /// Marker bit.
+    pub marker: bool,
+    /// Payload.
+    pub payload: Bytes,
+}
+
 enum ClientCmd {
     Rtp(OutboundRtp),
     Raw(Bytes),
@@ -155,6 +172,12 @@ pub struct ClientStats {
     pub datagrams_out: AtomicU64,
     /// Datagrams read.
     pub datagrams_in: AtomicU64,
+    /// RTP packets received from the server (the bot's audio).
+    pub rtp_received: AtomicU64,
+    /// Received RTP dropped because the caller did not drain [`WhipClientSession::recv_rtp`].
+    pub rtp_received_dropped: AtomicU64,
+    /// RTCP sender reports received.
+    pub sender_reports: AtomicU64,
 }
 
 /// A live WHIP session pushing media to a bot.
@@ -165,6 +188,7 @@ pub struct WhipClientSession {
     token: String,
     cmd: mpsc::Sender<ClientCmd>,
     state: watch::Receiver<ClientState>,
+    inbound: mpsc::Receiver<ReceivedRtp>,
     task: Option<tokio::task::JoinHandle<()>>,
     offer: OfferAudio,
     local_addr: SocketAddr,
@@ -202,31 +226,12 @@ impl WhipClientSession {
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(settings)
             .with_media_engine(audio_media_engine().map_err(neg)?)
-            .with_interceptor_registry(configure_rtcp_reports(rtc::interceptor::Registry::new()))
+            .with_interceptor_registry(super::rtcp_tap::registry())
             .build(Instant::now())
             .map_err(neg)?;
         let mut senders: HashMap<u32, RTCRtpSenderId> = HashMap::new();
         for (i, ssrc) in config.ssrcs.iter().copied().enumerate() {
-            let track = MediaStreamTrack::new(
-                format!("mediabot-{i}"),
-                format!("audio-{ssrc}"),
-                format!("audio-{ssrc}"),
-                RtpCodecKind::Audio,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: RTCRtpCodec {
-                        mime_type: MIME_TYPE_OPUS.to_owned(),
-                        clock_rate: 48000,
-                        channels: 2,
-                        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                        rtcp_feedback: vec![],
-                    },
-                    ..Default::default()
-                }],
-            );
+            let track = opus_track(ssrc, &format!("mediabot-{i}"));
             senders.insert(ssrc, pc.add_track(track).map_err(neg)?);
         }
         // add_track narrows each transceiver to the track's one codec; offer telephone-event
@@ -291,6 +296,7 @@ impl WhipClientSession {
 
         let (cmd_tx, cmd_rx) = mpsc::channel(config.queue.max(1));
         let (state_tx, state_rx) = watch::channel(ClientState::Connecting);
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let stats = Arc::new(ClientStats::default());
         let driver = ClientDriver {
             pc,
@@ -300,6 +306,7 @@ impl WhipClientSession {
             opus_pt: offer_info.opus_payload_type,
             audio_level_id: offer_info.audio_level_id,
             state: state_tx,
+            inbound: inbound_tx,
             stats: Arc::clone(&stats),
             peer: None,
             last_srtp: None,
@@ -311,6 +318,7 @@ impl WhipClientSession {
             token: token.to_owned(),
             cmd: cmd_tx,
             state: state_rx,
+            inbound: inbound_rx,
             task: Some(task),
             offer: offer_info,
             local_addr,
@@ -373,6 +381,17 @@ impl WhipClientSession {
             mpsc::error::TrySendError::Full(_) => WhipClientError::QueueFull,
             mpsc::error::TrySendError::Closed(_) => WhipClientError::Closed,
         })
+    }
+
+    /// Waits for the next RTP packet the server sent (the bot's audio); `None` once the
+    /// session is closed. Packets not taken are dropped beyond 4,096 and counted.
+    pub async fn recv_rtp(&mut self) -> Option<ReceivedRtp> {
+        self.inbound.recv().await
+    }
+
+    /// The next received RTP packet if one is queued.
+    pub fn try_recv_rtp(&mut self) -> Option<ReceivedRtp> {
+        self.inbound.try_recv().ok()
     }
 
     /// Negotiated Opus payload type.
@@ -440,6 +459,7 @@ struct ClientDriver {
     opus_pt: u8,
     audio_level_id: Option<u8>,
     state: watch::Sender<ClientState>,
+    inbound: mpsc::Sender<ReceivedRtp>,
     stats: Arc<ClientStats>,
     /// Where the stack last sent to (the server), for fault injection.
     peer: Option<SocketAddr>,
@@ -568,7 +588,40 @@ impl ClientDriver {
                 }
             }
         }
-        // Inbound media (the bot's outbound audio) is drained and dropped for now.
-        while self.pc.poll_read().is_some() {}
+        while let Some(msg) = self.pc.poll_read() {
+            match msg.message {
+                RTCMessage::RtpPacket(_, p) => {
+                    self.stats.rtp_received.fetch_add(1, Ordering::Relaxed);
+                    let r = ReceivedRtp {
+                        received_at: msg.now,
+                        ssrc: p.header.ssrc,
+                        sequence: p.header.sequence_number,
+                        timestamp: p.header.timestamp,
+                        payload_type: p.header.payload_type,
+                        marker: p.header.marker,
+                        payload: p.payload,
+                    };
+                    if self.inbound.try_send(r).is_err() {
+                        self.stats
+                            .rtp_received_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                RTCMessage::RtcpPacket(_, pkts) => {
+                    let srs = pkts
+                        .iter()
+                        .filter(|p| {
+                            p.as_any()
+                                .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+                                .is_some()
+                        })
+                        .count();
+                    self.stats
+                        .sender_reports
+                        .fetch_add(srs as u64, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
     }
 }

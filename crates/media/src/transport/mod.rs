@@ -33,7 +33,9 @@
 pub mod blob;
 pub mod client;
 pub mod packet;
+mod rtcp_tap;
 pub mod sdp;
+pub mod send;
 pub mod server;
 pub mod whip;
 
@@ -41,6 +43,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use send::{DtmfRequest, PlaybackWriter, SendConfig};
 pub use server::{MediaServer, MediaServerConfig, MediaServerHandle};
 
 /// The call a media session belongs to (the engine's call id; opaque here).
@@ -195,8 +198,14 @@ pub trait MediaHandler: Send + 'static {
         _report: &SenderReportInfo,
     ) {
     }
+    /// The far side receives audio on this session: `writer` is where the app's PCM for it
+    /// goes (48 kHz mono, paced out as Opus by the media thread). Dropped if unused.
+    fn on_playback_ready(&mut self, _session: SessionId, _call: &CallId, _writer: PlaybackWriter) {}
     /// The session is gone; nothing more will arrive for it.
     fn on_session_closed(&mut self, _session: SessionId, _call: &CallId, _reason: CloseReason) {}
+    /// Called about every 10 ms on the media thread, packets or not, so the handler can run
+    /// time-driven work (jitter-buffer play-out, mixing, closing idle streams).
+    fn on_tick(&mut self, _now: Instant) {}
 }
 
 /// Errors of the transport as a whole.

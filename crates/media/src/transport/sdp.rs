@@ -26,6 +26,19 @@ pub struct OfferAudio {
     pub ice_ufrag: Option<String>,
     /// Whether the offer carries a DTLS fingerprint (it must, or there is no DTLS-SRTP).
     pub has_fingerprint: bool,
+    /// Whether the first Opus section lets us send audio back (`sendrecv` or `recvonly`): then
+    /// the bot gets a playback stream.
+    pub wants_audio_back: bool,
+}
+
+/// Per-`m=` state while scanning.
+#[derive(Default)]
+struct Section {
+    opus: Option<u8>,
+    tel: Option<u8>,
+    level: Option<u8>,
+    /// `a=sendonly` / `a=inactive`: the offerer will not receive.
+    no_receive: bool,
 }
 
 /// Why an offer was refused before negotiation.
@@ -67,19 +80,14 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferAudio, OfferError> {
     let mut any_audio = false;
     // State of the current m= section.
     let mut in_audio = false;
-    let mut section_opus: Option<u8> = None;
-    let mut section_tel: Option<u8> = None;
-    let mut section_level: Option<u8> = None;
-    let finish = |out: &mut OfferAudio,
-                  in_audio: bool,
-                  opus: Option<u8>,
-                  tel: Option<u8>,
-                  level: Option<u8>| {
-        if in_audio && let Some(pt) = opus {
+    let mut sec = Section::default();
+    let finish = |out: &mut OfferAudio, in_audio: bool, sec: &Section| {
+        if in_audio && let Some(pt) = sec.opus {
             if out.audio_sections == 0 {
                 out.opus_payload_type = pt;
-                out.telephone_event_payload_type = tel;
-                out.audio_level_id = level;
+                out.telephone_event_payload_type = sec.tel;
+                out.audio_level_id = sec.level;
+                out.wants_audio_back = !sec.no_receive;
             }
             out.audio_sections += 1;
         }
@@ -95,7 +103,7 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferAudio, OfferError> {
         let value = &line[2..];
         match bytes[0] {
             b'm' => {
-                finish(&mut out, in_audio, section_opus, section_tel, section_level);
+                finish(&mut out, in_audio, &sec);
                 sections += 1;
                 if sections > MAX_MEDIA_SECTIONS {
                     return Err(OfferError::TooLarge);
@@ -109,9 +117,7 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferAudio, OfferError> {
                 // A zero port is a rejected/disabled section.
                 in_audio = kind == "audio" && port != "0";
                 any_audio |= kind == "audio";
-                section_opus = None;
-                section_tel = None;
-                section_level = None;
+                sec = Section::default();
             }
             b'a' => {
                 if let Some(rest) = value.strip_prefix("rtpmap:") {
@@ -122,10 +128,10 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferAudio, OfferError> {
                         .parse()
                         .map_err(|_| OfferError::Malformed("bad rtpmap pt"))?;
                     let codec = codec.to_ascii_lowercase();
-                    if codec == "opus/48000/2" && section_opus.is_none() {
-                        section_opus = Some(pt);
-                    } else if codec == "telephone-event/48000" && section_tel.is_none() {
-                        section_tel = Some(pt);
+                    if codec == "opus/48000/2" && sec.opus.is_none() {
+                        sec.opus = Some(pt);
+                    } else if codec == "telephone-event/48000" && sec.tel.is_none() {
+                        sec.tel = Some(pt);
                     }
                 } else if let Some(rest) = value.strip_prefix("extmap:") {
                     let Some((id, uri)) = rest.split_once(' ') else {
@@ -136,12 +142,14 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferAudio, OfferError> {
                         .parse()
                         .map_err(|_| OfferError::Malformed("bad extmap id"))?;
                     if uri.split(' ').next() == Some(AUDIO_LEVEL_URI) && (1..=14).contains(&id) {
-                        section_level = Some(id);
+                        sec.level = Some(id);
                     }
                 } else if let Some(ufrag) = value.strip_prefix("ice-ufrag:") {
                     if out.ice_ufrag.is_none() {
                         out.ice_ufrag = Some(ufrag.trim().to_owned());
                     }
+                } else if value == "sendonly" || value == "inactive" {
+                    sec.no_receive = true;
                 } else if value.starts_with("fingerprint:") {
                     out.has_fingerprint = true;
                 }
@@ -149,7 +157,7 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferAudio, OfferError> {
             _ => {}
         }
     }
-    finish(&mut out, in_audio, section_opus, section_tel, section_level);
+    finish(&mut out, in_audio, &sec);
     if !any_audio {
         return Err(OfferError::NoAudio);
     }
@@ -221,6 +229,9 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
         assert_eq!(a.telephone_event_payload_type, Some(101));
         assert_eq!(a.audio_level_id, Some(1));
         assert_eq!(a.ice_ufrag.as_deref(), Some("abcd"));
+        assert!(!a.wants_audio_back, "first section is sendonly");
+        let sendrecv = OFFER.replacen("a=sendonly\r\n", "", 1);
+        assert!(inspect_offer(&sendrecv).unwrap().wants_audio_back);
     }
 
     #[test]

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rand::RngCore;
+use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_TELEPHONE_EVENT, MediaEngine,
 };
@@ -38,10 +38,11 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
-use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
@@ -49,6 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::packet::{self, DatagramKind, ToneTracker};
 use super::sdp::{self, OfferAudio, OfferError};
+use super::send::{self, AudioSendCore, SendConfig};
 use super::{
     CallId, CloseReason, InboundRtp, MediaHandler, SenderReportInfo, SessionId, Ssrc, ToneEvent,
     TransportError,
@@ -84,6 +86,8 @@ pub struct MediaServerConfig {
     /// Accept datagrams from loopback sources only (tests and single-host setups): nothing is
     /// ever sent to another address.
     pub loopback_peers_only: bool,
+    /// The send path (bot → far side), used when the offer lets us send audio back.
+    pub send: SendConfig,
 }
 
 impl Default for MediaServerConfig {
@@ -99,6 +103,7 @@ impl Default for MediaServerConfig {
             max_rtcp_per_second: 200,
             max_addrs_per_session: 4,
             loopback_peers_only: false,
+            send: SendConfig::default(),
         }
     }
 }
@@ -166,6 +171,14 @@ pub struct TransportStats {
     pub tones_delivered: AtomicU64,
     /// RTCP sender reports handed to the handler.
     pub sender_reports: AtomicU64,
+    /// RTP packets of the bot's audio sent (audio and telephone-event).
+    pub rtp_sent: AtomicU64,
+    /// SRTCP datagrams sent (receiver reports for inbound streams, sender reports for ours).
+    pub rtcp_sent: AtomicU64,
+    /// Send-path packets that could not be encoded or written.
+    pub playback_errors: AtomicU64,
+    /// Times the send clock fell over 100 ms behind and skipped ahead.
+    pub playback_resyncs: AtomicU64,
     /// Offers refused.
     pub offers_rejected: AtomicU64,
     /// Sessions opened.
@@ -429,6 +442,24 @@ pub(crate) fn audio_media_engine() -> Result<MediaEngine, rtc::shared::error::Er
     Ok(me)
 }
 
+/// An Opus audio track with one SSRC (the bot's voice, or one emulated speaker).
+pub(crate) fn opus_track(ssrc: u32, stream: &str) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        stream.to_owned(),
+        format!("audio-{ssrc}"),
+        format!("audio-{ssrc}"),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: audio_codecs()[0].rtp_codec.clone(),
+            ..Default::default()
+        }],
+    )
+}
+
 /// A host candidate at `addr` in the JSON form `add_local_candidate` takes.
 pub(crate) fn host_candidate(
     addr: SocketAddr,
@@ -462,6 +493,16 @@ struct Session {
     tones: Vec<(u32, ToneTracker)>,
     rtcp_window: (Instant, u32),
     close: Option<CloseReason>,
+    playback: Option<Playback>,
+}
+
+/// The bot's outbound audio on one session.
+struct Playback {
+    core: AudioSendCore,
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    /// Next 20 ms media-clock tick; advanced by exactly 20 ms so pacing does not drift.
+    next_tick: Instant,
 }
 
 struct ServerLoop {
@@ -480,6 +521,10 @@ struct ServerLoop {
 }
 
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// How far the send clock may fall behind before it skips instead of bursting.
+const MAX_PLAYBACK_LAG: Duration = Duration::from_millis(100);
+/// Period of [`MediaHandler::on_tick`].
+const TICK: Duration = Duration::from_millis(10);
 const CERTIFICATE_RENEWAL: Duration = Duration::from_secs(24 * 3600);
 
 fn generate_certificate() -> Option<RTCCertificate> {
@@ -532,12 +577,20 @@ impl ServerLoop {
     async fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; 2048];
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        let mut next_tick = Instant::now() + TICK;
         loop {
             let deadline = self
                 .sessions
                 .values()
-                .filter_map(|s| s.next_timeout)
-                .fold(next_housekeeping, Instant::min);
+                .flat_map(|s| {
+                    let play = s
+                        .playback
+                        .as_ref()
+                        .filter(|_| s.connected)
+                        .map(|p| p.next_tick);
+                    s.next_timeout.into_iter().chain(play)
+                })
+                .fold(next_housekeeping.min(next_tick), Instant::min);
             tokio::select! {
                 cmd = rx.recv() => {
                     match cmd {
@@ -581,6 +634,12 @@ impl ServerLoop {
             }
             let now = Instant::now();
             self.handle_timeouts(now);
+            self.handle_playback(now);
+            if now >= next_tick {
+                // The handler's clock: play-out and mixing run even when no packet arrives.
+                self.handler.on_tick(now);
+                next_tick = now + TICK;
+            }
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + HOUSEKEEPING;
@@ -629,7 +688,7 @@ impl ServerLoop {
             .build();
         let media_engine = audio_media_engine().map_err(neg)?;
         let certificates = self.certificate(now);
-        let registry = configure_rtcp_reports(rtc::interceptor::Registry::new());
+        let registry = super::rtcp_tap::registry();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(
                 RTCConfigurationBuilder::new()
@@ -645,6 +704,14 @@ impl ServerLoop {
         pc.set_remote_description(now, remote).map_err(neg)?;
         pc.add_local_candidate(host_candidate(self.advertised).map_err(neg)?)
             .map_err(neg)?;
+        // If the offerer receives audio, attach our one outbound track (the bot's voice).
+        let out_track = if offer.wants_audio_back {
+            let ssrc = self.rng.next_u32();
+            let sender = pc.add_track(opus_track(ssrc, "mediabot")).map_err(neg)?;
+            Some((ssrc, sender))
+        } else {
+            None
+        };
         let answer = pc.create_answer(None).map_err(neg)?;
         pc.set_local_description(now, answer).map_err(neg)?;
         let answer_sdp = pc
@@ -663,6 +730,28 @@ impl ServerLoop {
                 break id;
             }
         };
+        let (playback, writer) = match out_track {
+            Some((ssrc, sender)) => {
+                let (writer, core) = send::playback(
+                    &self.config.send,
+                    offer.opus_payload_type,
+                    offer.telephone_event_payload_type,
+                    self.rng.next_u32() as u16,
+                    self.rng.next_u32(),
+                )
+                .map_err(|e| SessionError::Negotiation(e.to_string()))?;
+                (
+                    Some(Playback {
+                        core,
+                        sender,
+                        ssrc,
+                        next_tick: now,
+                    }),
+                    Some(writer),
+                )
+            }
+            None => (None, None),
+        };
         let session = Session {
             id,
             call: call.clone(),
@@ -678,11 +767,15 @@ impl ServerLoop {
             tones: Vec::new(),
             rtcp_window: (now, 0),
             close: None,
+            playback,
         };
         self.by_ufrag.insert(ufrag, id);
         self.sessions.insert(id, session);
         TransportStats::inc(&self.stats.sessions_opened);
         self.handler.on_session_opened(id, &call);
+        if let Some(writer) = writer {
+            self.handler.on_playback_ready(id, &call, writer);
+        }
         self.pump(id);
         Ok(OpenedSession { id, answer_sdp })
     }
@@ -798,6 +891,63 @@ impl ServerLoop {
         }
     }
 
+    /// Sends the bot's audio: one packet per 20 ms media tick per connected session.
+    fn handle_playback(&mut self, now: Instant) {
+        let due: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|s| s.connected && s.playback.as_ref().is_some_and(|p| p.next_tick <= now))
+            .map(|s| s.id)
+            .collect();
+        for id in due {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            let Some(play) = s.playback.as_mut() else {
+                continue;
+            };
+            // Far behind (the thread was starved): skip ahead rather than burst.
+            if now.duration_since(play.next_tick) > MAX_PLAYBACK_LAG {
+                TransportStats::inc(&self.stats.playback_resyncs);
+                play.next_tick = now;
+            }
+            while play.next_tick <= now {
+                play.next_tick += send::FRAME_DURATION;
+                let packet = match play.core.next_packet() {
+                    Ok(Some(p)) => rtc::rtp::packet::Packet {
+                        header: rtc::rtp::header::Header {
+                            version: 2,
+                            marker: p.marker,
+                            payload_type: p.payload_type,
+                            sequence_number: p.sequence,
+                            timestamp: p.timestamp,
+                            ssrc: play.ssrc,
+                            ..Default::default()
+                        },
+                        payload: bytes::Bytes::copy_from_slice(p.payload),
+                    },
+                    Ok(None) => continue,
+                    Err(e) => {
+                        TransportStats::inc(&self.stats.playback_errors);
+                        tracing::debug!(session = %id, error = %e, "encode");
+                        continue;
+                    }
+                };
+                let written =
+                    s.pc.rtp_sender(play.sender)
+                        .map(|mut sender| sender.write_rtp(now, packet).is_ok())
+                        .unwrap_or(false);
+                let counter = if written {
+                    &self.stats.rtp_sent
+                } else {
+                    &self.stats.playback_errors
+                };
+                TransportStats::inc(counter);
+            }
+            self.pump(id);
+        }
+    }
+
     fn housekeeping(&mut self, now: Instant) {
         let mut to_close = Vec::new();
         for s in self.sessions.values() {
@@ -855,6 +1005,9 @@ impl ServerLoop {
         let mut moved: Vec<(SessionId, SocketAddr)> = Vec::new();
         while let Some(out) = s.pc.poll_write() {
             let to = out.transport.peer_addr;
+            if packet::classify(&out.message) == DatagramKind::Rtcp {
+                TransportStats::inc(&self.stats.rtcp_sent);
+            }
             if packet::is_stun_binding_success(&out.message) && !s.addrs.contains(&to) {
                 if s.addrs.len() < self.config.max_addrs_per_session {
                     s.addrs.push(to);

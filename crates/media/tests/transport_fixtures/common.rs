@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mediabot_media::transport::whip::{WhipConfig, WhipState, router};
 use mediabot_media::transport::{
     AudioLevel, CallId, CloseReason, InboundRtp, MediaHandler, MediaServer, MediaServerConfig,
-    MediaServerHandle, SessionId, ToneEvent,
+    MediaServerHandle, PlaybackWriter, SessionId, ToneEvent,
 };
 
 /// One received RTP packet, owned.
@@ -32,9 +32,13 @@ pub struct Seen {
     pub rtp: Vec<Rtp>,
     pub tones: Vec<ToneEvent>,
     pub closed: Vec<(SessionId, CloseReason)>,
+    pub sender_reports: usize,
 }
 
-struct Recorder(Arc<Mutex<Seen>>);
+/// Playback writers handed out by the server, by session.
+pub type Writers = Arc<Mutex<Vec<(SessionId, PlaybackWriter)>>>;
+
+struct Recorder(Arc<Mutex<Seen>>, Writers);
 
 impl MediaHandler for Recorder {
     fn on_session_opened(&mut self, session: SessionId, call: &CallId) {
@@ -54,6 +58,17 @@ impl MediaHandler for Recorder {
             received_at: p.received_at,
         });
     }
+    fn on_sender_report(
+        &mut self,
+        _session: SessionId,
+        _call: &CallId,
+        _report: &mediabot_media::transport::SenderReportInfo,
+    ) {
+        self.0.lock().unwrap().sender_reports += 1;
+    }
+    fn on_playback_ready(&mut self, session: SessionId, _call: &CallId, writer: PlaybackWriter) {
+        self.1.lock().unwrap().push((session, writer));
+    }
     fn on_tone(&mut self, tone: &ToneEvent) {
         self.0.lock().unwrap().tones.push(tone.clone());
     }
@@ -67,6 +82,7 @@ pub struct Harness {
     pub media: MediaServerHandle,
     pub whip: WhipState<MediaServerHandle>,
     pub seen: Arc<Mutex<Seen>>,
+    pub writers: Writers,
     pub http_addr: std::net::SocketAddr,
 }
 
@@ -82,7 +98,9 @@ impl Harness {
     /// Like `start_with`, also serving `extra` routes on the same origin (test pages).
     pub async fn start_with_routes(config: MediaServerConfig, extra: axum::Router) -> Self {
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let media = MediaServer::start(config, Box::new(Recorder(Arc::clone(&seen)))).unwrap();
+        let writers: Writers = Arc::default();
+        let recorder = Recorder(Arc::clone(&seen), Arc::clone(&writers));
+        let media = MediaServer::start(config, Box::new(recorder)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_addr = listener.local_addr().unwrap();
         let whip = WhipState::new(
@@ -100,6 +118,7 @@ impl Harness {
             media,
             whip,
             seen,
+            writers,
             http_addr,
         }
     }
