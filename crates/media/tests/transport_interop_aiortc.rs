@@ -11,6 +11,7 @@ mod transport_common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mediabot_media::transport::server::TransportStats;
 use mediabot_media::transport::{CallId, CloseReason, MediaServerConfig};
 use transport_common::{Harness, Seen};
 
@@ -66,6 +67,9 @@ async fn aiortc_two_speakers_arrive_intact() {
         seen.sender_reports >= 2,
         "aiortc's sender reports reach the handler"
     );
+    // aiortc only sends, so what we sent back on RTCP are receiver reports (about 1/s).
+    let rtcp_sent = TransportStats::get(&h.media.stats().rtcp_sent);
+    assert!(rtcp_sent >= 2, "receiver reports sent: {rtcp_sent}");
     assert_eq!(seen.closed[0].1, CloseReason::Requested);
     for (k, ssrc) in SSRCS.iter().enumerate() {
         let packets: Vec<_> = seen.rtp.iter().filter(|p| p.ssrc == *ssrc).collect();
