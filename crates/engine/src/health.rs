@@ -5,6 +5,7 @@
 //! `media.max_calls`, and not overloaded. Kubernetes stops routing new calls to a pod whose
 //! readiness is false, while its existing calls carry on until the grace period ends.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 /// Media platform load, in the words of Microsoft's SDK (`MediaPlatformHealthStatus`).
@@ -89,7 +90,7 @@ impl Health {
     ///
     /// # Errors
     /// The reason the instance takes no new call.
-    pub fn try_admit(&self) -> Result<CallSlot<'_>, NotReady> {
+    pub fn try_admit(self: &Arc<Self>) -> Result<CallSlot, NotReady> {
         self.check_flags()?;
         let mut cur = self.calls.load(Ordering::Relaxed);
         loop {
@@ -102,7 +103,11 @@ impl Health {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(CallSlot { health: self }),
+                Ok(_) => {
+                    return Ok(CallSlot {
+                        health: Arc::clone(self),
+                    });
+                }
                 Err(now) => cur = now,
             }
         }
@@ -142,11 +147,11 @@ impl Health {
 
 /// A taken call slot; released on drop.
 #[derive(Debug)]
-pub struct CallSlot<'a> {
-    health: &'a Health,
+pub struct CallSlot {
+    health: Arc<Health>,
 }
 
-impl Drop for CallSlot<'_> {
+impl Drop for CallSlot {
     fn drop(&mut self) {
         self.health.calls.fetch_sub(1, Ordering::AcqRel);
     }
@@ -159,7 +164,7 @@ mod tests {
 
     #[test]
     fn readiness_follows_start_capacity_load_and_drain() {
-        let h = Health::new(2);
+        let h = Arc::new(Health::new(2));
         assert_eq!(h.readiness(), Err(NotReady::Starting));
         h.set_started();
         assert_eq!(h.readiness(), Ok(()));

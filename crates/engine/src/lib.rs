@@ -2,8 +2,12 @@
 //! API), call orchestration that joins the signaling and media crates, and the sinks (recorder,
 //! transcription streamer, playback).
 
+pub mod call;
 pub mod config;
+pub mod demo;
+pub mod engine;
 pub mod health;
+pub mod media;
 pub mod metrics;
 pub mod server;
 pub mod sinks;

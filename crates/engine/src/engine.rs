@@ -1,0 +1,1014 @@
+//! The running engine: joins signaling and media, serves HTTP, owns the calls.
+//!
+//! [`Engine::start`] binds the media UDP port and the HTTP listener, and returns a handle with
+//! which the binary (or a test, or the demo) joins meetings, lists calls and shuts down. The
+//! HTTP surface is [`crate::server`]'s probe routes plus the webhook, the WHIP endpoint and the
+//! operator API defined here.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mediabot_media::transport::whip::{self, WhipConfig, WhipState};
+use mediabot_media::transport::{CallId, MediaServer, MediaServerConfig, MediaServerHandle};
+use mediabot_signaling::join_url::parse_join_url;
+use mediabot_signaling::models::{
+    AnswerRequest, Call, CallState, ChangeType, MediaConfig, RejectReason, RejectRequest,
+};
+use mediabot_signaling::notifications::{
+    Notification, NotificationVerifier, Resource, VerifierConfig,
+};
+use mediabot_signaling::state::RosterMode;
+use mediabot_signaling::{Credentials, GraphClient, GraphConfig};
+use tokio::sync::{mpsc, watch};
+
+use crate::call::{self, CallInfo, CallInfoHandle, CallInput, CallSetup};
+use crate::config::{Config, IncomingPolicy};
+use crate::health::Health;
+use crate::media::{EngineMedia, GlueStats, MediaCommand, MediaEvent};
+use crate::metrics::{Histogram, Kind, PromWriter};
+use crate::server::{self, MetricsSource, ProbeState};
+use crate::sinks::transcription::{FeedState, FileFeed, VadConfig};
+use crate::sinks::transcription_ws::{self, FeedHandle, WsFeedConfig};
+
+/// Errors starting the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A socket could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// HTTP or media.
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The configuration cannot be used.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A Graph request failed.
+    #[error(transparent)]
+    Graph(#[from] mediabot_signaling::GraphError),
+}
+
+/// Engine-level counters and latencies.
+#[derive(Debug)]
+pub struct EngineMetrics {
+    /// Notification batches accepted.
+    pub notifications_accepted: AtomicU64,
+    /// Notification batches refused, by any cause.
+    pub notifications_rejected: AtomicU64,
+    /// Notifications for calls this instance does not hold.
+    pub notifications_unrouted: AtomicU64,
+    /// Webhook handling latency (verify + parse + dispatch).
+    pub webhook_latency: Histogram,
+    /// Join/answer to first audio frame.
+    pub setup_latency: Histogram,
+    /// Calls answered.
+    pub calls_answered: AtomicU64,
+    /// Calls rejected (policy, drain, capacity).
+    pub calls_rejected: AtomicU64,
+    /// Calls joined.
+    pub calls_joined: AtomicU64,
+    /// Calls ended.
+    pub calls_ended: AtomicU64,
+    /// Recorder failures.
+    pub recorder_errors: AtomicU64,
+    /// DTMF tones received in media.
+    pub tones: AtomicU64,
+}
+
+impl Default for EngineMetrics {
+    fn default() -> Self {
+        Self {
+            notifications_accepted: AtomicU64::new(0),
+            notifications_rejected: AtomicU64::new(0),
+            notifications_unrouted: AtomicU64::new(0),
+            webhook_latency: Histogram::latency(),
+            setup_latency: Histogram::latency(),
+            calls_answered: AtomicU64::new(0),
+            calls_rejected: AtomicU64::new(0),
+            calls_joined: AtomicU64::new(0),
+            calls_ended: AtomicU64::new(0),
+            recorder_errors: AtomicU64::new(0),
+            tones: AtomicU64::new(0),
+        }
+    }
+}
+
+struct CallEntry {
+    tx: mpsc::Sender<CallInput>,
+    info: CallInfoHandle,
+}
+
+/// Most notification batches kept for calls not (yet) registered: the 201 of a join can arrive
+/// after the first notifications of the call it created.
+const MAX_ORPHAN_CALLS: usize = 64;
+const MAX_ORPHANS_PER_CALL: usize = 64;
+/// Finished calls kept for the operator API.
+const MAX_FINISHED: usize = 100;
+
+/// State shared by the HTTP handlers and the call tasks.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Graph client.
+    pub graph: GraphClient,
+    /// Notification verifier.
+    pub verifier: NotificationVerifier,
+    /// Health and admission.
+    pub health: Arc<Health>,
+    /// The WHIP endpoint.
+    pub whip: WhipState<MediaServerHandle>,
+    /// The media server.
+    pub media_server: MediaServerHandle,
+    /// Commands to the media thread.
+    pub media_tx: SyncSender<MediaCommand>,
+    /// Glue counters.
+    pub glue_stats: Arc<GlueStats>,
+    /// Engine counters.
+    pub metrics: EngineMetrics,
+    calls: Mutex<HashMap<String, CallEntry>>,
+    by_media: Mutex<HashMap<CallId, String>>,
+    orphans: Mutex<HashMap<String, (Instant, Vec<Notification>)>>,
+    finished: Mutex<VecDeque<CallInfo>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// The transcription feed of a call, with its driver started, when configured.
+    pub fn feed_for(&self, call_id: &str) -> Option<FeedHandle> {
+        let t = &self.config.transcription;
+        if t.websocket_url.is_none() && t.file_dir.is_none() {
+            return None;
+        }
+        let backlog = t.reconnect_buffer_secs.max(1);
+        let feed = FeedHandle::new(FeedState::new(
+            call_id,
+            VadConfig::default(),
+            backlog,
+            self.config.media.max_streams_per_call,
+        ));
+        if let Some(url) = &t.websocket_url {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let cfg = WsFeedConfig::new(format!("{url}{sep}callId={}", urlencode(call_id)));
+            let stop = self.shutdown.subscribe();
+            let f = feed.clone();
+            tokio::spawn(async move {
+                let stats = transcription_ws::run(cfg, f, stop).await;
+                tracing::info!(?stats, "transcription feed finished");
+            });
+        } else if let Some(dir) = &t.file_dir {
+            let dir =
+                dir.join(call_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+            let f = feed.clone();
+            std::thread::Builder::new()
+                .name("feed-file".into())
+                .spawn(move || file_feed(dir, f))
+                .map_err(
+                    |e| tracing::error!(error = %e, "cannot start the transcription file writer"),
+                )
+                .ok()?;
+        }
+        Some(feed)
+    }
+
+    /// Records a finished call and forgets its routes.
+    pub fn call_finished(&self, call_id: &str, media_key: &CallId, info: CallInfo) {
+        lock(&self.calls).remove(call_id);
+        lock(&self.by_media).remove(media_key);
+        let mut f = lock(&self.finished);
+        if f.len() >= MAX_FINISHED {
+            f.pop_front();
+        }
+        f.push_back(info);
+    }
+}
+
+/// Writes a feed to files until its `session.stop`.
+fn file_feed(dir: std::path::PathBuf, feed: FeedHandle) {
+    let mut file = match FileFeed::create(&dir) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "transcription file feed");
+            return;
+        }
+    };
+    loop {
+        let mut stopped = false;
+        while let Some(m) = feed.update(|f| f.poll_message()) {
+            if let crate::sinks::transcription::FeedMessage::Text(t) = &m {
+                stopped |= t.contains("\"session.stop\"");
+            }
+            if let Err(e) = file.write(&m) {
+                tracing::warn!(error = %e, "transcription file feed write");
+            }
+        }
+        if stopped {
+            if let Err(e) = file.finish() {
+                tracing::warn!(error = %e, "transcription file feed close");
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Overrides for tests and the demo.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Only loopback peers may send media (tests, demo).
+    pub loopback_media_only: bool,
+}
+
+/// A running engine.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    http_addr: SocketAddr,
+    media_addr: SocketAddr,
+}
+
+impl Engine {
+    /// Starts media, HTTP and the background tasks.
+    ///
+    /// # Errors
+    /// [`EngineError`] when a socket cannot be bound or the credentials are unusable.
+    pub async fn start(mut config: Config, opts: EngineOptions) -> Result<Self, EngineError> {
+        let g = &config.graph;
+        let tenant = g
+            .tenant_id
+            .clone()
+            .ok_or_else(|| EngineError::Config("graph.tenant_id is required".into()))?;
+        let client_id = g
+            .client_id
+            .clone()
+            .ok_or_else(|| EngineError::Config("graph.client_id is required".into()))?;
+        let creds = match (&g.certificate_file, &g.private_key_file, &g.client_secret) {
+            (Some(cert), Some(key), _) => {
+                let key_pem = std::fs::read_to_string(key)
+                    .map_err(|e| EngineError::Config(format!("graph.private_key_file: {e}")))?;
+                let cert_pem = std::fs::read_to_string(cert)
+                    .map_err(|e| EngineError::Config(format!("graph.certificate_file: {e}")))?;
+                let thumb = cert_thumbprint(&cert_pem).ok_or_else(|| {
+                    EngineError::Config("graph.certificate_file: not a PEM certificate".into())
+                })?;
+                Credentials::certificate(tenant.clone(), client_id.clone(), &key_pem, &thumb)
+                    .map_err(|e| EngineError::Config(format!("graph.certificate_file: {e}")))?
+            }
+            (_, _, Some(secret)) => {
+                Credentials::secret(tenant.clone(), client_id.clone(), secret.expose())
+            }
+            _ => {
+                return Err(EngineError::Config(
+                    "no Graph credentials: set MEDIABOT_GRAPH_CLIENT_SECRET or a certificate"
+                        .into(),
+                ));
+            }
+        };
+        let gcfg = GraphConfig::with_endpoints(g.base_url.clone(), g.authority.clone());
+        let graph = GraphClient::new(gcfg.clone(), creds)?;
+        let mut vcfg = VerifierConfig::new(client_id.clone());
+        vcfg.openid_metadata_url = g.openid_metadata_url.clone();
+        vcfg.max_body_bytes = config.server.max_body_bytes;
+        if !g.allowed_tenants.is_empty() {
+            vcfg.allowed_tenants = Some(g.allowed_tenants.clone());
+        }
+        let http = GraphClient::http_client(&gcfg)?;
+        let verifier = NotificationVerifier::new(vcfg, http);
+
+        // Media: the one UDP port.
+        let (cmd_tx, cmd_rx) = sync_channel(1024);
+        let (ev_tx, ev_rx) = sync_channel::<MediaEvent>(4096);
+        let glue_stats = Arc::new(GlueStats::default());
+        let handler = EngineMedia::new(cmd_rx, ev_tx, Arc::clone(&glue_stats));
+        let bind = SocketAddr::new(config.media.bind_ip, config.media.udp_port);
+        let mcfg = MediaServerConfig {
+            bind,
+            public_ip: config.media.public_ip,
+            max_sessions: config.media.max_calls * 2,
+            max_ssrcs_per_session: config.media.max_streams_per_call,
+            loopback_peers_only: opts.loopback_media_only,
+            ..MediaServerConfig::default()
+        };
+        let media_server =
+            MediaServer::start(mcfg, Box::new(handler)).map_err(|e| EngineError::Bind {
+                what: "media udp port",
+                addr: bind.to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| EngineError::Bind {
+                what: "http",
+                addr: config.server.listen.to_string(),
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| EngineError::Bind {
+            what: "http",
+            addr: config.server.listen.to_string(),
+            source,
+        })?;
+        // Without a configured public URL (demo, tests) the bound address is the public one.
+        let public_url = config
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http_addr}"));
+        config.server.public_url = Some(public_url.clone());
+        let whip_state = WhipState::new(
+            WhipConfig {
+                public_base_url: public_url.trim_end_matches('/').to_string(),
+                path_prefix: server::WHIP_PREFIX.into(),
+                token_ttl: Duration::from_secs(config.media.whip_token_ttl_secs),
+                ..WhipConfig::default()
+            },
+            media_server.clone(),
+        );
+
+        let health = Arc::new(Health::new(config.media.max_calls));
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            graph,
+            verifier,
+            health: Arc::clone(&health),
+            whip: whip_state.clone(),
+            media_server: media_server.clone(),
+            media_tx: cmd_tx,
+            glue_stats,
+            metrics: EngineMetrics::default(),
+            calls: Mutex::new(HashMap::new()),
+            by_media: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
+            finished: Mutex::new(VecDeque::new()),
+            shutdown,
+        });
+
+        // Media events → call tasks.
+        let s = Arc::clone(&shared);
+        let rt = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("media-events".into())
+            .spawn(move || {
+                while let Ok(ev) = ev_rx.recv() {
+                    let key = match &ev {
+                        MediaEvent::Connected { call, .. }
+                        | MediaEvent::SessionClosed { call, .. }
+                        | MediaEvent::StreamAdded { call, .. }
+                        | MediaEvent::StreamRemoved { call, .. }
+                        | MediaEvent::DominantSpeaker { call, .. } => call.clone(),
+                        MediaEvent::Tone(t) => t.call.clone(),
+                    };
+                    let Some(call_id) = lock(&s.by_media).get(&key).cloned() else {
+                        continue;
+                    };
+                    let tx = lock(&s.calls).get(&call_id).map(|c| c.tx.clone());
+                    if let Some(tx) = tx {
+                        let _ = rt.block_on(tx.send(CallInput::Media(ev)));
+                    }
+                }
+            })
+            .map_err(|source| EngineError::Bind {
+                what: "media events thread",
+                addr: String::new(),
+                source,
+            })?;
+
+        let app = router(Arc::clone(&shared));
+        let mut stop = shared.shutdown.subscribe();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        });
+        health.set_started();
+        let media_addr = media_server.local_addr();
+        tracing::info!(http = %http_addr, media = %media_addr, "mediabot engine started");
+        Ok(Self {
+            shared,
+            http_addr,
+            media_addr,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound media UDP address.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
+    }
+
+    /// Shared state (tests, demo).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Joins a Teams meeting by its join URL.
+    ///
+    /// # Errors
+    /// A bad URL, not ready (draining, at capacity), or Graph's refusal.
+    pub async fn join(&self, join_url: &str) -> Result<String, EngineError> {
+        let join =
+            parse_join_url(join_url).map_err(|e| EngineError::Config(format!("join url: {e}")))?;
+        let slot = self
+            .shared
+            .health
+            .try_admit()
+            .map_err(|e| EngineError::Config(format!("not accepting calls: {e}")))?;
+        let media_key = CallId::new(uuid::Uuid::new_v4().to_string());
+        let blob = self.shared.whip.mint_blob(&media_key);
+        let body = Call::join_meeting(
+            callback_uri(&self.shared),
+            join,
+            MediaConfig::app_hosted(blob.encoded.clone()),
+        );
+        let started = Instant::now();
+        let created = self.shared.graph.create_call(&body).await?;
+        let call_id = created
+            .id
+            .clone()
+            .ok_or_else(|| EngineError::Config("Graph returned a call without id".into()))?;
+        self.shared
+            .metrics
+            .calls_joined
+            .fetch_add(1, Ordering::Relaxed);
+        spawn_call(
+            &self.shared,
+            call_id.clone(),
+            media_key,
+            false,
+            started,
+            RosterMode::Full,
+            slot,
+        );
+        Ok(call_id)
+    }
+
+    /// Calls held now.
+    pub fn calls(&self) -> Vec<CallInfo> {
+        lock(&self.shared.calls)
+            .values()
+            .map(|c| lock(&c.info).clone())
+            .collect()
+    }
+
+    /// Calls that ended (most recent last, bounded).
+    pub fn finished_calls(&self) -> Vec<CallInfo> {
+        lock(&self.shared.finished).iter().cloned().collect()
+    }
+
+    /// Asks a call to end.
+    pub async fn hang_up(&self, call_id: &str) -> bool {
+        let tx = lock(&self.shared.calls).get(call_id).map(|c| c.tx.clone());
+        match tx {
+            Some(tx) => tx.send(CallInput::HangUp).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Graceful shutdown: readiness false, no new calls, calls get `grace` to end by themselves,
+    /// then are hung up; files are finalized before this returns.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared.health.start_draining();
+        tracing::info!(
+            calls = self.calls().len(),
+            grace_secs = grace.as_secs(),
+            "draining"
+        );
+        let deadline = Instant::now() + grace;
+        while !self.calls().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let ids: Vec<String> = self.calls().into_iter().map(|c| c.call_id).collect();
+        for id in &ids {
+            self.hang_up(id).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.calls().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.shared.shutdown.send(true);
+        self.shared.media_server.shutdown().await;
+    }
+}
+
+fn callback_uri(shared: &Shared) -> String {
+    format!(
+        "{}{}",
+        shared
+            .config
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_default()
+            .trim_end_matches('/'),
+        server::NOTIFICATION_PATH
+    )
+}
+
+fn spawn_call(
+    shared: &Arc<Shared>,
+    call_id: String,
+    media_key: CallId,
+    incoming: bool,
+    started: Instant,
+    roster_mode: RosterMode,
+    slot: crate::health::CallSlot,
+) {
+    let (tx, rx) = mpsc::channel(1024);
+    let info = Arc::new(Mutex::new(CallInfo {
+        call_id: call_id.clone(),
+        media_key: media_key.to_string(),
+        state: "establishing".into(),
+        ..CallInfo::default()
+    }));
+    let orphans = lock(&shared.orphans)
+        .remove(&call_id)
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    for n in orphans {
+        let _ = tx.try_send(CallInput::Notification(Box::new(n)));
+    }
+    lock(&shared.by_media).insert(media_key.clone(), call_id.clone());
+    lock(&shared.calls).insert(
+        call_id.clone(),
+        CallEntry {
+            tx,
+            info: Arc::clone(&info),
+        },
+    );
+    let setup = CallSetup {
+        call_id,
+        media_key,
+        incoming,
+        started,
+        roster_mode,
+        slot,
+        inputs: rx,
+        info,
+    };
+    tokio::spawn(call::run(Arc::clone(shared), setup));
+}
+
+/// The whole HTTP surface.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let probes = server::probe_routes(ProbeState {
+        health: Arc::clone(&shared.health),
+        metrics: Arc::new(EngineMetricsSource(Arc::clone(&shared))),
+    });
+    let whip_routes = whip::router(shared.whip.clone());
+    let max_body = shared.config.server.max_body_bytes;
+    let api = Router::new()
+        .route(server::NOTIFICATION_PATH, post(webhook))
+        .route("/api/v1/calls", get(api_list_calls))
+        .route("/api/v1/calls/join", post(api_join))
+        .route("/api/v1/calls/{id}", get(api_get_call).delete(api_hang_up))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(Arc::clone(&shared));
+    probes.merge(whip_routes).merge(api)
+}
+
+struct EngineMetricsSource(Arc<Shared>);
+
+impl MetricsSource for EngineMetricsSource {
+    fn render(&self) -> String {
+        render_metrics(&self.0)
+    }
+}
+
+fn render_metrics(s: &Shared) -> String {
+    let mut w = PromWriter::new();
+    let m = &s.metrics;
+    let calls = lock(&s.calls);
+    w.sample(
+        "mediabot_calls_active",
+        "Calls this instance holds.",
+        Kind::Gauge,
+        &[],
+        calls.len() as f64,
+    );
+    let mut streams = 0usize;
+    for c in calls.values() {
+        let info = lock(&c.info);
+        streams += info
+            .participants
+            .iter()
+            .filter(|p| !p.left && p.source_id.is_some())
+            .count();
+    }
+    w.sample(
+        "mediabot_streams_active",
+        "Participants with an audio source in active calls.",
+        Kind::Gauge,
+        &[],
+        streams as f64,
+    );
+    drop(calls);
+    for (name, help, v) in [
+        (
+            "mediabot_notifications_accepted_total",
+            "Notification batches verified and accepted.",
+            &m.notifications_accepted,
+        ),
+        (
+            "mediabot_notifications_rejected_total",
+            "Notification batches refused (bad token, body, size).",
+            &m.notifications_rejected,
+        ),
+        (
+            "mediabot_notifications_unrouted_total",
+            "Notifications for calls this instance does not hold.",
+            &m.notifications_unrouted,
+        ),
+        (
+            "mediabot_calls_answered_total",
+            "Incoming calls answered.",
+            &m.calls_answered,
+        ),
+        (
+            "mediabot_calls_rejected_total",
+            "Incoming calls rejected (policy, drain, capacity).",
+            &m.calls_rejected,
+        ),
+        (
+            "mediabot_calls_joined_total",
+            "Meetings joined.",
+            &m.calls_joined,
+        ),
+        ("mediabot_calls_ended_total", "Calls ended.", &m.calls_ended),
+        (
+            "mediabot_recorder_errors_total",
+            "Recorder failures (folder, compliance status).",
+            &m.recorder_errors,
+        ),
+        (
+            "mediabot_tones_total",
+            "DTMF tones received in media (RFC 4733).",
+            &m.tones,
+        ),
+        (
+            "mediabot_media_packets_unknown_call_total",
+            "RTP packets for calls without a pipeline.",
+            &s.glue_stats.packets_unknown_call,
+        ),
+        (
+            "mediabot_media_packets_refused_total",
+            "RTP packets the pipeline refused.",
+            &s.glue_stats.packets_refused,
+        ),
+        (
+            "mediabot_media_events_dropped_total",
+            "Media events dropped at a full queue.",
+            &s.glue_stats.events_dropped,
+        ),
+    ] {
+        w.sample(
+            name,
+            help,
+            Kind::Counter,
+            &[],
+            v.load(Ordering::Relaxed) as f64,
+        );
+    }
+    w.histogram(
+        "mediabot_webhook_seconds",
+        "Notification webhook handling time.",
+        &[],
+        &m.webhook_latency,
+    );
+    w.histogram(
+        "mediabot_call_setup_seconds",
+        "Join/answer to the first audio frame.",
+        &[],
+        &m.setup_latency,
+    );
+    let v = s.verifier.stats();
+    w.sample(
+        "mediabot_notification_key_fetches_total",
+        "OpenID key fetches.",
+        Kind::Counter,
+        &[],
+        v.key_fetches as f64,
+    );
+    w.finish()
+}
+
+async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let t0 = Instant::now();
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let verified = match s.verifier.verify(auth, &body).await {
+        Ok(v) => v,
+        Err(e) => {
+            s.metrics
+                .notifications_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            let code = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return (code, e.to_string()).into_response();
+        }
+    };
+    s.metrics
+        .notifications_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    for n in verified.notifications {
+        dispatch(&s, n).await;
+    }
+    s.metrics.webhook_latency.observe(t0.elapsed());
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn dispatch(s: &Arc<Shared>, n: Notification) {
+    let Some(call_id) = n.call_id().map(str::to_string) else {
+        s.metrics
+            .notifications_unrouted
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let tx = lock(&s.calls).get(&call_id).map(|c| c.tx.clone());
+    if let Some(tx) = tx {
+        if tokio::time::timeout(
+            Duration::from_secs(2),
+            tx.send(CallInput::Notification(Box::new(n))),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!(call_id, "call task is not keeping up; notification dropped");
+        }
+        return;
+    }
+    // An incoming call?
+    if let (ChangeType::Created, Resource::Call(call)) = (&n.change_type, &n.resource)
+        && call.state.as_ref() == Some(&CallState::Incoming)
+    {
+        handle_incoming(s, call_id, call).await;
+        return;
+    }
+    // Maybe the call a join is creating: keep it briefly.
+    let mut orphans = lock(&s.orphans);
+    orphans.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(30));
+    if orphans.len() >= MAX_ORPHAN_CALLS && !orphans.contains_key(&call_id) {
+        s.metrics
+            .notifications_unrouted
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let e = orphans
+        .entry(call_id)
+        .or_insert_with(|| (Instant::now(), Vec::new()));
+    if e.1.len() < MAX_ORPHANS_PER_CALL {
+        e.1.push(n);
+    } else {
+        s.metrics
+            .notifications_unrouted
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn handle_incoming(s: &Arc<Shared>, call_id: String, call: &Call) {
+    let policy = &s.config.calls;
+    let caller = call
+        .source
+        .as_ref()
+        .and_then(|p| p.identity.as_ref())
+        .and_then(|i| {
+            i.user
+                .as_ref()
+                .or(i.application.as_ref())
+                .or(i.guest.as_ref())
+        })
+        .and_then(|i| i.id.clone());
+    let refused_caller = caller
+        .as_ref()
+        .is_some_and(|c| policy.reject_callers.contains(c));
+    let slot = match (policy.incoming, refused_caller) {
+        (IncomingPolicy::Answer, false) => s.health.try_admit().map_err(|e| e.to_string()),
+        (IncomingPolicy::Redirect, false) => Err("redirect".into()),
+        _ => Err("policy".into()),
+    };
+    match slot {
+        Ok(slot) => {
+            let media_key = CallId::new(uuid::Uuid::new_v4().to_string());
+            let blob = s.whip.mint_blob(&media_key);
+            let req = AnswerRequest::audio(
+                callback_uri(s),
+                MediaConfig::app_hosted(blob.encoded.clone()),
+            );
+            let started = Instant::now();
+            spawn_call(
+                s,
+                call_id.clone(),
+                media_key,
+                true,
+                started,
+                RosterMode::Full,
+                slot,
+            );
+            match s.graph.answer(&call_id, &req).await {
+                Ok(()) => {
+                    s.metrics.calls_answered.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(call_id, "incoming call answered");
+                }
+                Err(e) => {
+                    tracing::warn!(call_id, error = %e, "answer failed");
+                    let tx = lock(&s.calls).get(&call_id).map(|c| c.tx.clone());
+                    if let Some(tx) = tx {
+                        let _ = tx.send(CallInput::HangUp).await;
+                    }
+                }
+            }
+        }
+        Err(why) => {
+            s.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+            let result = if why == "redirect" {
+                let target = policy.redirect_target.clone().unwrap_or_default();
+                let req = mediabot_signaling::models::RedirectRequest {
+                    targets: vec![mediabot_signaling::models::InvitationParticipantInfo::new(
+                        mediabot_signaling::models::IdentitySet::user(target, None),
+                    )],
+                    timeout: None,
+                    callback_uri: None,
+                };
+                s.graph.redirect(&call_id, &req).await
+            } else {
+                s.graph
+                    .reject(
+                        &call_id,
+                        &RejectRequest {
+                            reason: Some(RejectReason::Busy),
+                            callback_uri: None,
+                        },
+                    )
+                    .await
+            };
+            tracing::info!(
+                call_id,
+                why,
+                ok = result.is_ok(),
+                "incoming call not answered"
+            );
+        }
+    }
+}
+
+/// `None` when the request carries the operator token, else the refusal to send.
+fn api_auth(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &s.config.server.operator_token else {
+        let msg = "operator API disabled: set MEDIABOT_OPERATOR_TOKEN\n";
+        return Some((StatusCode::FORBIDDEN, msg).into_response());
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison: the token is a secret.
+    let ok = got.is_some_and(|g| {
+        let (a, b) = (g.as_bytes(), token.expose().as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    });
+    if ok {
+        None
+    } else {
+        Some((StatusCode::UNAUTHORIZED, "bad or missing operator token\n").into_response())
+    }
+}
+
+async fn api_list_calls(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = api_auth(&s, &headers) {
+        return r;
+    }
+    let active: Vec<CallInfo> = lock(&s.calls)
+        .values()
+        .map(|c| lock(&c.info).clone())
+        .collect();
+    let finished: Vec<CallInfo> = lock(&s.finished).iter().cloned().collect();
+    axum::Json(serde_json::json!({"active": active, "finished": finished})).into_response()
+}
+
+async fn api_get_call(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = api_auth(&s, &headers) {
+        return r;
+    }
+    let info = lock(&s.calls).get(&id).map(|c| lock(&c.info).clone());
+    let info = info.or_else(|| lock(&s.finished).iter().find(|c| c.call_id == id).cloned());
+    match info {
+        Some(i) => axum::Json(i).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such call\n").into_response(),
+    }
+}
+
+async fn api_hang_up(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = api_auth(&s, &headers) {
+        return r;
+    }
+    let tx = lock(&s.calls).get(&id).map(|c| c.tx.clone());
+    match tx {
+        Some(tx) => {
+            let _ = tx.send(CallInput::HangUp).await;
+            StatusCode::ACCEPTED.into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no such call\n").into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinBody {
+    join_url: String,
+}
+
+async fn api_join(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = api_auth(&s, &headers) {
+        return r;
+    }
+    let Ok(req) = serde_json::from_slice::<JoinBody>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "body must be {\"joinUrl\": \"https://teams.microsoft.com/l/meetup-join/...\"}\n",
+        )
+            .into_response();
+    };
+    let engine = Engine {
+        shared: Arc::clone(&s),
+        http_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        media_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    match engine.join(&req.join_url).await {
+        Ok(id) => (
+            StatusCode::CREATED,
+            axum::Json(serde_json::json!({"callId": id})),
+        )
+            .into_response(),
+        Err(EngineError::Graph(e)) => {
+            (StatusCode::BAD_GATEWAY, format!("graph: {e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+/// SHA-1 thumbprint (hex) of the first certificate in a PEM file, as Azure shows it.
+fn cert_thumbprint(pem: &str) -> Option<String> {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
+    let end = pem[start..].find("-----END CERTIFICATE-----")? + start;
+    let b64: String = pem[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    Some(
+        sha1::Sha1::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
