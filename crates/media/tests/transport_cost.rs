@@ -54,6 +54,7 @@ fn env_or(name: &str, default: usize) -> usize {
 async fn cost_per_session() {
     let n = env_or("MEDIABOT_COST_SESSIONS", 50);
     let seconds = env_or("MEDIABOT_COST_SECONDS", 10);
+    let playback = env_or("MEDIABOT_COST_PLAYBACK", 0) == 1;
     let h = Harness::start_with(MediaServerConfig::default()).await;
     let rss0 = rss_kib();
     let t0 = Instant::now();
@@ -65,6 +66,13 @@ async fn cost_per_session() {
             &blob,
             WhipClientConfig {
                 ssrcs: vec![ssrc],
+                // Receive-only by default; MEDIABOT_COST_PLAYBACK=1 adds the bot's send path
+                // (one silent Opus stream back per session).
+                offer_rewrite: if playback {
+                    None
+                } else {
+                    Some(|o: String| o.replace("a=sendrecv", "a=sendonly"))
+                },
                 ..Default::default()
             },
         )
@@ -75,6 +83,12 @@ async fn cost_per_session() {
     }
     let setup = t0.elapsed() / n as u32;
     let rss1 = rss_kib();
+
+    // Idle: sessions up, no media (keepalives and timers only).
+    let idle0 = thread_ticks("mediabot-udp");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_cpu = Duration::from_millis((thread_ticks("mediabot-udp") - idle0) * 10);
+    println!("idle: media-thread cpu {idle_cpu:?} over 3 s with {n} sessions");
 
     let payload = Bytes::from(vec![0x5a; 80]); // ~32 kbit/s Opus frame size
     let ticks0 = thread_ticks("mediabot-udp");
@@ -111,7 +125,7 @@ async fn cost_per_session() {
         - delivered0;
     let cpu = Duration::from_millis(ticks * 10); // USER_HZ = 100 on Linux
     println!(
-        "sessions={n} setup/session={setup:?} rss/session={} KiB packets={delivered}/{} \
+        "sessions={n} playback={playback} setup/session={setup:?} rss/session={} KiB packets={delivered}/{} \
          media-thread cpu={cpu:?} over {wall:?} ({:.1}% of one core) cpu/packet={:.1} us",
         (rss1.saturating_sub(rss0)) / n as u64,
         frames * n,

@@ -32,6 +32,7 @@ fn python() -> PathBuf {
 async fn aiortc_two_speakers_arrive_intact() {
     let h = Harness::start_with(MediaServerConfig {
         loopback_peers_only: true,
+        handshake_timeout: Duration::from_secs(30),
         ..Default::default()
     })
     .await;
@@ -48,9 +49,9 @@ async fn aiortc_two_speakers_arrive_intact() {
         .arg(SSRCS[1].to_string())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), child)
+    let out = tokio::time::timeout(Duration::from_secs(150), child)
         .await
-        .expect("aiortc did not finish in 60 s")
+        .expect("aiortc did not finish in 150 s")
         .expect("aiortc could not start");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -67,6 +67,7 @@ async fn chromium_fake_microphone_arrives_intact() {
     let h = Harness::start_with_routes(
         MediaServerConfig {
             loopback_peers_only: true,
+            handshake_timeout: Duration::from_secs(30),
             ..Default::default()
         },
         routes,
@@ -115,7 +116,7 @@ async fn chromium_fake_microphone_arrives_intact() {
     });
 
     // The page DELETEs its session after SEND_SECONDS of media.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
     let closed = loop {
         if !h.seen.lock().unwrap().closed.is_empty() {
             break true;
@@ -151,7 +152,8 @@ async fn chromium_fake_microphone_arrives_intact() {
     let pcm = audio::decode_stream(&packets);
     let secs = pcm.len() as f32 / audio::RATE as f32;
     assert!(
-        (secs - SEND_SECONDS).abs() < 0.6,
+        // The page's timer and DELETE may run late on a loaded machine, never early.
+        secs > SEND_SECONDS - 0.3 && secs < SEND_SECONDS + 1.5,
         "{secs} s of media, page sent {SEND_SECONDS} s"
     );
     // Start somewhat in, past any start-up ramp; the capture phase is arbitrary (the file

@@ -20,6 +20,9 @@ use ringbuf::traits::{Consumer, Observer, Producer, Split};
 /// Samples per 20 ms frame at 48 kHz.
 pub const FRAME_SAMPLES: usize = 960;
 
+/// A 20 ms Opus frame (CELT, fullband, mono) that decodes to digital silence.
+pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+
 /// One frame of media time.
 pub const FRAME_DURATION: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -36,6 +39,8 @@ pub struct SendConfig {
     pub dtx: bool,
     /// Capacity of the app's PCM ring, milliseconds.
     pub ring_ms: u32,
+    /// Opus encoder complexity, 0..=10 (CPU against quality; 5 is plenty for speech).
+    pub complexity: i32,
 }
 
 impl Default for SendConfig {
@@ -46,6 +51,7 @@ impl Default for SendConfig {
             packet_loss_perc: 10,
             dtx: false,
             ring_ms: 2000,
+            complexity: 5,
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct SendStats {
     pub dtmf_packets: AtomicU64,
     /// Frames not sent because of DTX.
     pub dtx_skipped: AtomicU64,
+    /// Frames sent as the constant Opus silence packet (the app had nothing; no encoding).
+    pub silence_frames: AtomicU64,
 }
 
 /// The app's end of a call's playback: write PCM, request DTMF. Never blocks.
@@ -196,6 +204,7 @@ pub fn playback(
     encoder.set_inband_fec(config.fec)?;
     encoder.set_packet_loss_perc(config.packet_loss_perc)?;
     encoder.set_dtx(config.dtx)?;
+    encoder.set_complexity(config.complexity.clamp(0, 10))?;
     let samples = (config.ring_ms as usize * 48).max(FRAME_SAMPLES);
     let (pcm_prod, pcm_cons) = HeapRb::<i16>::new(samples).split();
     let (dtmf_prod, dtmf_cons) = HeapRb::<DtmfRequest>::new(16).split();
@@ -285,6 +294,25 @@ impl AudioSendCore {
                 payload: &self.out[..4],
             }));
         }
+        if got == 0 {
+            // Nothing from the app: the constant silence frame costs no encoding, which is most
+            // of a silent call's send cost.
+            if self.dtx {
+                self.stats.dtx_skipped.fetch_add(1, Ordering::Relaxed);
+                self.marker_next = true;
+                return Ok(None);
+            }
+            self.sequence = self.sequence.wrapping_add(1);
+            self.stats.silence_frames.fetch_add(1, Ordering::Relaxed);
+            self.stats.audio_packets.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(SendPacket {
+                payload_type: self.opus_pt,
+                sequence: self.sequence,
+                timestamp: tick_ts,
+                marker: std::mem::take(&mut self.marker_next),
+                payload: &OPUS_SILENCE,
+            }));
+        }
         let n = self.encoder.encode(&self.frame, &mut self.out)?;
         if self.dtx && n <= 2 {
             self.stats.dtx_skipped.fetch_add(1, Ordering::Relaxed);
@@ -332,6 +360,14 @@ mod tests {
             "silence after 2 frames"
         );
         assert_eq!(core.stats.audio_packets.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn silence_frame_decodes_to_silence() {
+        let mut dec = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+        let mut out = [1i16; 960];
+        assert_eq!(dec.decode(&OPUS_SILENCE, &mut out, false).unwrap(), 960);
+        assert!(out.iter().all(|s| *s == 0));
     }
 
     #[test]

@@ -93,7 +93,7 @@ async def main():
     location = urllib.parse.urljoin(url, headers)
     print(f"aiortc: session {location}", flush=True)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while pc.connectionState != "connected":
         if time.monotonic() > deadline or pc.connectionState == "failed":
             print("OFFER:\n" + pc.localDescription.sdp + "\nANSWER:\n" + answer, file=sys.stderr)

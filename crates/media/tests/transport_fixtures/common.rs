@@ -123,9 +123,9 @@ impl Harness {
         }
     }
 
-    /// Waits (up to 20 s) until `cond` holds on what was seen, and returns a copy.
+    /// Waits (up to 60 s) until `cond` holds on what was seen, and returns a copy.
     pub async fn wait_for(&self, cond: impl Fn(&Seen) -> bool) -> Seen {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             {
                 let s = self.seen.lock().unwrap();
