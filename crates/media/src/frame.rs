@@ -26,7 +26,9 @@ pub trait Sample: Copy + Default + Send + 'static + std::fmt::Debug {
 
 impl Sample for i16 {
     fn from_f32(v: f32) -> Self {
-        (v.clamp(-1.0, 1.0) * 32767.0).round() as i16
+        // Round half away from zero without a libm call; `as` saturates.
+        let x = v.clamp(-1.0, 1.0) * 32767.0;
+        (x + 0.5f32.copysign(x)) as i16
     }
     fn to_f32(self) -> f32 {
         f32::from(self) / 32768.0
@@ -223,7 +225,13 @@ pub(crate) fn ring<S: Sample>(
 impl SinkProducer {
     /// Pushes a frame converted from floats; `false` when the ring is full (frame dropped).
     pub(crate) fn push(&mut self, meta: &AudioFrame<f32>) -> bool {
-        fn convert<S: Sample>(meta: &AudioFrame<f32>) -> AudioFrame<S> {
+        self.push_samples(meta, meta.samples())
+    }
+
+    /// Pushes a frame with `meta`'s tags and `samples` (not `meta`'s own samples).
+    pub(crate) fn push_samples(&mut self, meta: &AudioFrame<f32>, samples: &[f32]) -> bool {
+        fn convert<S: Sample>(meta: &AudioFrame<f32>, samples: &[f32]) -> AudioFrame<S> {
+            let n = samples.len().min(MAX_FRAME_SAMPLES);
             let mut f = AudioFrame::<S> {
                 call: meta.call,
                 source: meta.source,
@@ -233,36 +241,57 @@ impl SinkProducer {
                 flags: meta.flags,
                 level_dbfs: meta.level_dbfs,
                 active_speakers: meta.active_speakers,
-                len: meta.len,
+                len: n as u16,
                 samples: [S::default(); MAX_FRAME_SAMPLES],
             };
-            for (d, s) in f.samples[..usize::from(meta.len)]
-                .iter_mut()
-                .zip(meta.samples())
-            {
+            for (d, s) in f.samples[..n].iter_mut().zip(samples) {
                 *d = S::from_f32(*s);
             }
             f
         }
         match self {
-            SinkProducer::I16(p) => !p.is_full() && p.try_push(convert::<i16>(meta)).is_ok(),
-            SinkProducer::F32(p) => !p.is_full() && p.try_push(*meta).is_ok(),
+            SinkProducer::I16(p) => {
+                !p.is_full() && p.try_push(convert::<i16>(meta, samples)).is_ok()
+            }
+            SinkProducer::F32(p) => {
+                !p.is_full() && p.try_push(convert::<f32>(meta, samples)).is_ok()
+            }
         }
     }
 }
 
 /// RMS level of `samples` in dBFS (floor -120).
 pub fn level_dbfs(samples: &[f32]) -> f32 {
+    level_and_silence(samples).0
+}
+
+/// RMS level in dBFS and whether every sample is exactly zero, in one pass.
+pub fn level_and_silence(samples: &[f32]) -> (f32, bool) {
     if samples.is_empty() {
-        return -120.0;
+        return (-120.0, true);
     }
-    let sum: f32 = samples.iter().map(|s| s * s).sum();
+    // Eight partial sums so the loop vectorizes.
+    let mut acc = [0.0f32; 8];
+    let chunks = samples.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k] * c[k];
+        }
+    }
+    let sum: f32 = acc.iter().sum::<f32>() + rest.iter().map(|s| s * s).sum::<f32>();
+    if sum == 0.0 {
+        // A sum of squares is zero only if every sample is zero (or squares underflowed).
+        let silent = samples.iter().all(|s| *s == 0.0);
+        return (-120.0, silent);
+    }
     let mean = sum / samples.len() as f32;
-    if mean <= 1e-12 {
+    let level = if mean <= 1e-12 {
         -120.0
     } else {
         (10.0 * mean.log10()).max(-120.0)
-    }
+    };
+    (level, false)
 }
 
 #[cfg(test)]

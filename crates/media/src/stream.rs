@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::decode::{DecodeKind, OpusDecoder};
-use crate::frame::{AudioFrame, FrameFlags, FrameSource, MAX_FRAME_SAMPLES, level_dbfs};
+use crate::frame::{AudioFrame, FrameFlags, FrameSource, MAX_FRAME_SAMPLES, level_and_silence};
 use crate::jitter::{InsertOutcome, JitterBuffer, JitterConfig, Playout};
 use crate::mixer::{MixReject, Mixer};
 use crate::pipeline::{Sink, TrackSelect};
@@ -579,9 +579,9 @@ fn emit(
     f.capture_time = capture;
     f.rate = out.rate;
     f.flags = flags;
-    f.set_samples_f32(samples);
-    f.level_dbfs = level_dbfs(samples);
-    f.flags.silence = samples.iter().all(|s| *s == 0.0);
+    let (level, silent) = level_and_silence(samples);
+    f.level_dbfs = level;
+    f.flags.silence = silent;
     f.active_speakers = Default::default();
     StreamStats::add(&stats.frames_out, 1);
     for sink in out.sinks.iter_mut() {
@@ -590,14 +590,16 @@ fn emit(
             TrackSelect::Participant(s) => s == ssrc,
             TrackSelect::Mixed => false,
         };
-        if wanted && !sink.producer.push(f) {
+        if wanted && !sink.producer.push_samples(f, samples) {
             StreamStats::add(&stats.dropped_at_ring, 1);
         }
     }
-    if let Some(m) = out.mixer.as_deref_mut()
-        && let Err(MixReject::Late | MixReject::TooEarly) = m.add(f)
-    {
-        StreamStats::add(&out.call_stats.late_for_mix, 1);
+    if let Some(m) = out.mixer.as_deref_mut() {
+        // The mixer reads the frame's own samples.
+        f.set_samples_f32(samples);
+        if let Err(MixReject::Late | MixReject::TooEarly) = m.add(f) {
+            StreamStats::add(&out.call_stats.late_for_mix, 1);
+        }
     }
 }
 
