@@ -246,6 +246,46 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// The Graph client a configuration describes (secret or certificate credentials).
+///
+/// # Errors
+/// [`EngineError::Config`] naming the key when credentials are missing or unreadable.
+pub fn graph_client(config: &Config) -> Result<GraphClient, EngineError> {
+    let g = &config.graph;
+    let tenant = g
+        .tenant_id
+        .clone()
+        .ok_or_else(|| EngineError::Config("graph.tenant_id is required".into()))?;
+    let client_id = g
+        .client_id
+        .clone()
+        .ok_or_else(|| EngineError::Config("graph.client_id is required".into()))?;
+    let creds = match (&g.certificate_file, &g.private_key_file, &g.client_secret) {
+        (Some(cert), Some(key), _) => {
+            let key_pem = std::fs::read_to_string(key)
+                .map_err(|e| EngineError::Config(format!("graph.private_key_file: {e}")))?;
+            let cert_pem = std::fs::read_to_string(cert)
+                .map_err(|e| EngineError::Config(format!("graph.certificate_file: {e}")))?;
+            let thumb = cert_thumbprint(&cert_pem).ok_or_else(|| {
+                EngineError::Config("graph.certificate_file: not a PEM certificate".into())
+            })?;
+            Credentials::certificate(tenant.clone(), client_id.clone(), &key_pem, &thumb)
+                .map_err(|e| EngineError::Config(format!("graph.certificate_file: {e}")))?
+        }
+        (_, _, Some(secret)) => {
+            Credentials::secret(tenant.clone(), client_id.clone(), secret.expose())
+        }
+        _ => {
+            return Err(EngineError::Config(
+                "no Graph credentials: set MEDIABOT_GRAPH_CLIENT_SECRET or a certificate".into(),
+            ));
+        }
+    };
+    let gcfg = GraphConfig::with_endpoints(g.base_url.clone(), g.authority.clone());
+    let graph = GraphClient::new(gcfg.clone(), creds)?;
+    Ok(graph)
+}
+
 /// Overrides for tests and the demo.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
@@ -268,38 +308,12 @@ impl Engine {
     /// [`EngineError`] when a socket cannot be bound or the credentials are unusable.
     pub async fn start(mut config: Config, opts: EngineOptions) -> Result<Self, EngineError> {
         let g = &config.graph;
-        let tenant = g
-            .tenant_id
-            .clone()
-            .ok_or_else(|| EngineError::Config("graph.tenant_id is required".into()))?;
         let client_id = g
             .client_id
             .clone()
             .ok_or_else(|| EngineError::Config("graph.client_id is required".into()))?;
-        let creds = match (&g.certificate_file, &g.private_key_file, &g.client_secret) {
-            (Some(cert), Some(key), _) => {
-                let key_pem = std::fs::read_to_string(key)
-                    .map_err(|e| EngineError::Config(format!("graph.private_key_file: {e}")))?;
-                let cert_pem = std::fs::read_to_string(cert)
-                    .map_err(|e| EngineError::Config(format!("graph.certificate_file: {e}")))?;
-                let thumb = cert_thumbprint(&cert_pem).ok_or_else(|| {
-                    EngineError::Config("graph.certificate_file: not a PEM certificate".into())
-                })?;
-                Credentials::certificate(tenant.clone(), client_id.clone(), &key_pem, &thumb)
-                    .map_err(|e| EngineError::Config(format!("graph.certificate_file: {e}")))?
-            }
-            (_, _, Some(secret)) => {
-                Credentials::secret(tenant.clone(), client_id.clone(), secret.expose())
-            }
-            _ => {
-                return Err(EngineError::Config(
-                    "no Graph credentials: set MEDIABOT_GRAPH_CLIENT_SECRET or a certificate"
-                        .into(),
-                ));
-            }
-        };
+        let graph = graph_client(&config)?;
         let gcfg = GraphConfig::with_endpoints(g.base_url.clone(), g.authority.clone());
-        let graph = GraphClient::new(gcfg.clone(), creds)?;
         let mut vcfg = VerifierConfig::new(client_id.clone());
         vcfg.openid_metadata_url = g.openid_metadata_url.clone();
         vcfg.max_body_bytes = config.server.max_body_bytes;

@@ -33,6 +33,33 @@ enum Command {
         #[arg(long)]
         scenario: Option<PathBuf>,
     },
+    /// Which Graph permissions this configuration needs, which the app's token grants, and
+    /// how to consent to the missing ones. Exit 1 when something is missing.
+    Permissions {
+        /// Config file (TOML); also `MEDIABOT_CONFIG`.
+        #[arg(long, env = "MEDIABOT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Ask a running instance to join a Teams meeting (through its operator API).
+    Join {
+        /// The meeting's join URL.
+        url: String,
+        /// Base URL of the running instance.
+        #[arg(long, default_value = "http://127.0.0.1:8443")]
+        api: String,
+        /// Operator token (also `MEDIABOT_OPERATOR_TOKEN`).
+        #[arg(long, env = "MEDIABOT_OPERATOR_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Run the Graph emulator with its WebRTC media side, standalone (see docs/emulator.md).
+    Emulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: String,
+        /// Scenario files to load (started on demand through the control API).
+        #[arg(long)]
+        scenario: Vec<PathBuf>,
+    },
     /// Print the version.
     Version,
     /// Probe a running instance's health endpoint (the container HEALTHCHECK uses this, since the
@@ -56,6 +83,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Demo { out, scenario } => demo(out, scenario),
+        Command::Permissions { config } => permissions(&config),
+        Command::Join { url, api, token } => join(&url, &api, &token),
+        Command::Emulator { listen, scenario } => emulator(&listen, &scenario),
         Command::Version => {
             println!("mediabot {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -197,4 +227,151 @@ fn demo(out: PathBuf, scenario: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn permissions(path: &Path) -> ExitCode {
+    use mediabot_signaling::auth::{BotProfile, admin_consent_url};
+    let cfg = match mediabot::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mediabot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let client = match mediabot::engine::graph_client(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mediabot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let profile = BotProfile {
+        answers_calls: cfg.calls.incoming == mediabot::config::IncomingPolicy::Answer,
+        joins_meetings: true,
+        app_hosted_media: true,
+        ..BotProfile::default()
+    };
+    match rt.block_on(client.permission_report(&profile)) {
+        Ok(r) => {
+            println!("needed by this configuration:");
+            for n in &r.needed {
+                let mark = if r.missing.contains(&n.permission) {
+                    "MISSING"
+                } else {
+                    "granted"
+                };
+                println!("  {:<32} {mark:<8} {}", n.permission.name(), n.reason);
+            }
+            if !r.other_roles.is_empty() {
+                println!("other roles in the token: {}", r.other_roles.join(", "));
+            }
+            if r.is_complete() {
+                println!("all needed permissions are granted");
+                ExitCode::SUCCESS
+            } else {
+                let tenant = cfg.graph.tenant_id.clone().unwrap_or_default();
+                let client_id = cfg.graph.client_id.clone().unwrap_or_default();
+                println!();
+                println!(
+                    "to fix: in the app registration, add these Microsoft Graph *application* permissions,"
+                );
+                println!(
+                    "then have a tenant admin grant consent (Azure portal, or open this URL):"
+                );
+                println!(
+                    "  {}",
+                    admin_consent_url(&cfg.graph.authority, &tenant, &client_id)
+                );
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("mediabot: cannot get a token to read its roles: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn join(url: &str, api: &str, token: &str) -> ExitCode {
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let endpoint = format!("{}/api/v1/calls/join", api.trim_end_matches('/'));
+    let res = rt.block_on(async {
+        reqwest::Client::new()
+            .post(&endpoint)
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "joinUrl": url }))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+    });
+    match res {
+        Ok(r) => {
+            let status = r.status();
+            let body = rt.block_on(r.text()).unwrap_or_default();
+            if status.is_success() {
+                println!("{body}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("mediabot: {endpoint} answered {status}: {body}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("mediabot: {endpoint}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn emulator(listen: &str, scenarios: &[PathBuf]) -> ExitCode {
+    use mediabot_emulator::webrtc_peer::WhipMedia;
+    use mediabot_emulator::{AppConfig, Emulator, Scenario, roles};
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    rt.block_on(async {
+        let mut b = Emulator::builder()
+            .app(AppConfig::with_roles(roles::ALL))
+            .media(std::sync::Arc::new(WhipMedia::default()))
+            .require_https_callbacks(false);
+        for p in scenarios {
+            match Scenario::from_file(p) {
+                Ok(s) => b = b.scenario(s),
+                Err(e) => {
+                    eprintln!("mediabot: scenario {}: {e}", p.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        let emu = match b.start(listen).await {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("mediabot: emulator: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("emulator listening on {}", emu.base_url());
+        println!("  graph base url      {}", emu.graph_url());
+        println!("  authority           {}", emu.base_url());
+        println!("  openid metadata     {}", emu.openid_metadata_url());
+        for app in emu.apps() {
+            println!(
+                "  app                 client_id={} tenant={} secret={}",
+                app.client_id,
+                app.tenant_id,
+                app.client_secret.unwrap_or_default()
+            );
+        }
+        println!(
+            "control API: {}/_emulator/  (Ctrl-C to stop)",
+            emu.base_url()
+        );
+        wait_for_signal().await;
+        ExitCode::SUCCESS
+    })
 }
