@@ -360,3 +360,59 @@ fn sender_reports_set_capture_time() {
     }
     assert!(checked > 20);
 }
+
+/// The paused-sender policy: a 3 s pause (timestamps jump with real time) is filled with
+/// exact silence; a 20 s pause (longer than `max_silence_fill`, 10 s) is a marked gap: no
+/// frames for it, the next frame flagged `discontinuity` at its true position.
+#[test]
+fn paused_sender_short_pause_filled_long_pause_marked() {
+    let (_, packets) = speech_packets(6.0, 23);
+    // Three talk spurts of 2 s: at 0.5 s, after a 3 s pause, after a 20 s pause.
+    let mut sent = schedule(&packets[..100], 1, 0, 0.5, 0.0, false);
+    let second = schedule(
+        &packets[100..200],
+        101,
+        96_000 + 3 * 48_000,
+        0.5 + 2.0 + 3.0,
+        0.0,
+        false,
+    );
+    let third_ts = 96_000 * 2 + 3 * 48_000 + 20 * 48_000;
+    let third = schedule(&packets[200..], 201, third_ts, 0.5 + 4.0 + 23.0, 0.0, false);
+    sent.extend(second);
+    sent.extend(third);
+    let arrivals = impair(&sent, Ssrc(1), base_net(31));
+    let (call, start) = pipeline(CallConfig::new(CallTag(1)).with_mixer(None));
+    let mut d = Driver::new(call, start);
+    d.add_sink(TrackSelect::AllParticipants);
+    d.run(&arrivals, 30.0, 0.01);
+    let frames = &d.tracks[0].frames;
+    let (first, end) = assert_contiguous(frames);
+    let marked: Vec<_> = frames.iter().filter(|f| f.2.discontinuity).collect();
+    assert_eq!(marked.len(), 1, "one marked gap: {marked:?}");
+    // The marked frame is where the third spurt really started (27.5 s + 20 ms).
+    let expected = (27.52 * RATE as f64) as u64;
+    assert!(
+        marked[0].0.abs_diff(expected) <= FRAME,
+        "{} vs {expected}",
+        marked[0].0
+    );
+    // Before it, the track is continuous through the 3 s pause (silence frames).
+    let before: u64 = frames
+        .iter()
+        .filter(|f| f.0 < marked[0].0)
+        .map(|f| f.1 as u64)
+        .sum();
+    assert!(before.abs_diff(7 * RATE) <= 2 * FRAME, "{before}");
+    let silent = frames.iter().filter(|f| f.2.silence).count();
+    assert!(silent >= 140, "{silent} silent frames");
+    // And nothing was produced for the 20 s pause.
+    let total: u64 = frames.iter().map(|f| f.1 as u64).sum();
+    assert!(total.abs_diff(9 * RATE) <= 3 * FRAME, "{total}");
+    assert!(
+        end - first > total,
+        "the gap is in the positions, not in the samples"
+    );
+    let s = d.call.stream_stats(Ssrc(1)).unwrap().snapshot();
+    assert_eq!(s.resyncs, 1, "{s:?}");
+}
