@@ -97,7 +97,7 @@ fn bench_pipeline(c: &mut Criterion) {
                 .with_mixer(None);
             let mut call = CallPipeline::new(cfg, start, SystemTime::UNIX_EPOCH);
             let mut sink = call
-                .add_sink_i16(TrackSelect::AllParticipants, 256)
+                .add_sink_i16(TrackSelect::AllParticipants, 64)
                 .expect("sink");
             let mut buf = [0u8; 1500];
             let mut i = 0u64;
@@ -179,7 +179,7 @@ fn paired_min_ratio(_c: &mut Criterion) {
         let cfg = CallConfig::new(CallTag(1)).with_rate(rate).with_mixer(None);
         let mut call = CallPipeline::new(cfg, start, SystemTime::UNIX_EPOCH);
         let mut sink = call
-            .add_sink_i16(TrackSelect::AllParticipants, 256)
+            .add_sink_i16(TrackSelect::AllParticipants, 64)
             .expect("sink");
         let mut buf = [0u8; 1500];
         let mut i = 0u64;
