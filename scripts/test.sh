@@ -10,5 +10,6 @@ echo "== cargo fmt";    cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests";        cargo nextest run --workspace --all-targets --locked --no-fail-fast
 echo "== doctests";     cargo test --workspace --doc --locked
+echo "== deploy";       bash scripts/deploy-check.sh
 echo "== docs";         RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
 echo "== all green"

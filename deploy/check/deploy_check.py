@@ -645,10 +645,9 @@ def check_adapter_rules(r: Report, path: Path, facts: dict) -> None:
         r.check(_path(rule, "name", "as") in used, f"adapter exposes {_path(rule, 'name', 'as')}")
 
 
-# Subcommands the deploy files use that the engine does not have yet (issue 6 is building
-# `run`): reported as a note while missing, checked like any other once the binary has them.
-# Remove a name from here when it lands, so that losing it again fails.
-PENDING_COMMANDS = {"run"}
+# Subcommands the deploy files use that the engine does not have yet: reported as a note while
+# missing, checked like any other once the binary has them. Empty: every subcommand has landed.
+PENDING_COMMANDS: set = set()
 
 
 def check_commands(r: Report, help_dir: Path | None, used: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mediabot_emulator::webrtc_peer::WhipMedia;
-use mediabot_emulator::{AppConfig, Emulator, Scenario, roles};
+use mediabot_emulator::{AppConfig, Emulator, EmulatorHandle, Scenario, roles};
 
 use crate::call::CallInfo;
 use crate::config::{Config, Secret};
@@ -49,6 +49,67 @@ pub struct DemoResult {
     pub transcripts_dir: PathBuf,
 }
 
+/// Starts the emulator (with its WebRTC media side) and an engine configured against it, on
+/// loopback, recording under `out_dir/recordings` and writing the feed under
+/// `out_dir/transcripts`. `tweak` adjusts the engine's config first (tests use it for
+/// compliance mode and the like).
+///
+/// # Errors
+/// [`DemoError`] naming the part that did not start.
+pub async fn start_local(
+    out_dir: &Path,
+    tweak: impl FnOnce(&mut Config),
+) -> Result<(EmulatorHandle, Engine), DemoError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| DemoError(format!("{what}: {e}"));
+    // The engine's port is chosen first so the app's calling webhook (where the emulator rings
+    // incoming calls) can name it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| err("pick a port", &e))?
+        .port();
+    let mut app_cfg = AppConfig::with_roles(roles::ALL);
+    app_cfg.calling_webhook = Some(format!(
+        "http://127.0.0.1:{port}{}",
+        crate::server::NOTIFICATION_PATH
+    ));
+    let emulator = Emulator::builder()
+        .app(app_cfg)
+        .media(Arc::new(WhipMedia::default()))
+        .require_https_callbacks(false)
+        .start("127.0.0.1:0")
+        .await
+        .map_err(|e| err("emulator", &e))?;
+    let app = emulator
+        .apps()
+        .into_iter()
+        .next()
+        .ok_or_else(|| DemoError("emulator has no app".into()))?;
+    let mut cfg = Config::default();
+    cfg.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    cfg.server.behind_tls_proxy = true;
+    cfg.graph.tenant_id = Some(app.tenant_id.clone());
+    cfg.graph.client_id = Some(app.client_id.clone());
+    cfg.graph.client_secret = app.client_secret.clone().map(Secret::new);
+    cfg.graph.base_url = emulator.graph_url();
+    cfg.graph.authority = emulator.base_url().to_string();
+    cfg.graph.openid_metadata_url = emulator.openid_metadata_url();
+    cfg.media.bind_ip = "127.0.0.1".parse().map_err(|e| err("bind ip", &e))?;
+    cfg.media.udp_port = 0;
+    cfg.recording.dir = out_dir.join("recordings");
+    cfg.transcription.file_dir = Some(out_dir.join("transcripts"));
+    cfg.transcription.reconnect_buffer_secs = 10;
+    tweak(&mut cfg);
+    let engine = Engine::start(
+        cfg,
+        EngineOptions {
+            loopback_media_only: true,
+        },
+    )
+    .await
+    .map_err(|e| err("engine", &e))?;
+    Ok((emulator, engine))
+}
+
 /// Runs the demo to the end of the scenario's meeting.
 ///
 /// # Errors
@@ -61,43 +122,9 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoResult, DemoError> {
             Scenario::from_toml(DEMO_SCENARIO, None).map_err(|e| err("bundled scenario", &e))?
         }
     };
-    let emulator = Emulator::builder()
-        .app(AppConfig::with_roles(roles::ALL))
-        .media(Arc::new(WhipMedia::default()))
-        .require_https_callbacks(false)
-        .start("127.0.0.1:0")
-        .await
-        .map_err(|e| err("emulator", &e))?;
-    let app = emulator
-        .apps()
-        .into_iter()
-        .next()
-        .ok_or_else(|| DemoError("emulator has no app".into()))?;
-
     let recordings = opts.out_dir.join("recordings");
     let transcripts = opts.out_dir.join("transcripts");
-    let mut cfg = Config::default();
-    cfg.server.listen = "127.0.0.1:0".parse().map_err(|e| err("listen", &e))?;
-    cfg.server.behind_tls_proxy = true;
-    cfg.graph.tenant_id = Some(app.tenant_id.clone());
-    cfg.graph.client_id = Some(app.client_id.clone());
-    cfg.graph.client_secret = app.client_secret.clone().map(Secret::new);
-    cfg.graph.base_url = emulator.graph_url();
-    cfg.graph.authority = emulator.base_url().to_string();
-    cfg.graph.openid_metadata_url = emulator.openid_metadata_url();
-    cfg.media.bind_ip = "127.0.0.1".parse().map_err(|e| err("bind ip", &e))?;
-    cfg.media.udp_port = 0;
-    cfg.recording.dir = recordings.clone();
-    cfg.transcription.file_dir = Some(transcripts.clone());
-    cfg.transcription.reconnect_buffer_secs = 10;
-    let engine = Engine::start(
-        cfg,
-        EngineOptions {
-            loopback_media_only: true,
-        },
-    )
-    .await
-    .map_err(|e| err("engine", &e))?;
+    let (emulator, engine) = start_local(&opts.out_dir, |_| {}).await?;
 
     let info = emulator
         .start_scenario(scenario)

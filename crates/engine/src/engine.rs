@@ -616,6 +616,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/calls", get(api_list_calls))
         .route("/api/v1/calls/join", post(api_join))
         .route("/api/v1/calls/{id}", get(api_get_call).delete(api_hang_up))
+        .route("/api/v1/drain", post(api_drain))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Arc::clone(&shared));
     probes.merge(whip_routes).merge(api)
@@ -971,6 +972,21 @@ async fn api_hang_up(
         }
         None => (StatusCode::NOT_FOUND, "no such call\n").into_response(),
     }
+}
+
+/// Starts draining (readiness false, new calls refused) without stopping: for scale-in and
+/// maintenance, so a pod can be emptied before it is deleted.
+async fn api_drain(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = api_auth(&s, &headers) {
+        return r;
+    }
+    s.health.start_draining();
+    let calls = lock(&s.calls).len();
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"draining": true, "activeCalls": calls})),
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -14,7 +14,7 @@ pub mod sinks;
 
 /// The facts deploy manifests must agree with, as JSON: every environment variable the binary
 /// reads, the default HTTP and media ports, and the probe paths. `mediabot deploy-facts` prints
-/// it and `deploy/check.sh` compares the rendered manifests with it, so they cannot drift apart.
+/// it and `scripts/deploy-check.sh` compares the rendered manifests with it, so they cannot drift apart.
 pub fn deploy_facts() -> serde_json::Value {
     let d = config::Config::default();
     serde_json::json!({
