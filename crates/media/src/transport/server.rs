@@ -207,7 +207,7 @@ impl TransportStats {
 enum Command {
     Open {
         call: CallId,
-        offer: String,
+        negotiated: Box<Negotiated>,
         reply: oneshot::Sender<Result<OpenedSession, SessionError>>,
     },
     Close {
@@ -293,6 +293,10 @@ impl MediaServer {
             stats,
             local_addr,
             advertised,
+            negotiator: Arc::new(Negotiator {
+                advertised,
+                certificate: std::sync::Mutex::new(None),
+            }),
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
     }
@@ -305,6 +309,7 @@ pub struct MediaServerHandle {
     stats: Arc<TransportStats>,
     local_addr: SocketAddr,
     advertised: SocketAddr,
+    negotiator: Arc<Negotiator>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -318,7 +323,9 @@ impl std::fmt::Debug for MediaServerHandle {
 }
 
 impl MediaServerHandle {
-    /// Negotiates a new session for `call` from a WHIP offer.
+    /// Negotiates a new session for `call` from a WHIP offer. The negotiation (building the
+    /// peer connection, the answer) runs on a blocking-pool thread, not the media thread; the
+    /// media thread only inserts the finished session.
     ///
     /// # Errors
     /// [`SessionError`] when the offer is refused, the server is full or stopped.
@@ -327,11 +334,31 @@ impl MediaServerHandle {
         call: CallId,
         offer_sdp: String,
     ) -> Result<OpenedSession, SessionError> {
+        let r = self.try_open_session(call, offer_sdp).await;
+        if matches!(
+            r,
+            Err(SessionError::Offer(_) | SessionError::Negotiation(_) | SessionError::Full)
+        ) {
+            TransportStats::inc(&self.stats.offers_rejected);
+        }
+        r
+    }
+
+    async fn try_open_session(
+        &self,
+        call: CallId,
+        offer_sdp: String,
+    ) -> Result<OpenedSession, SessionError> {
+        let negotiator = Arc::clone(&self.negotiator);
+        let negotiated =
+            tokio::task::spawn_blocking(move || negotiator.negotiate(&offer_sdp, Instant::now()))
+                .await
+                .map_err(|e| SessionError::Negotiation(e.to_string()))??;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Open {
                 call,
-                offer: offer_sdp,
+                negotiated: Box::new(negotiated),
                 reply,
             })
             .await
@@ -505,6 +532,100 @@ struct Playback {
     next_tick: Instant,
 }
 
+/// Builds sessions from offers, off the media thread.
+struct Negotiator {
+    advertised: SocketAddr,
+    /// One DTLS certificate for all sessions (generating one per session costs more than the
+    /// rest of the setup), renewed daily.
+    certificate: std::sync::Mutex<Option<(RTCCertificate, Instant)>>,
+}
+
+/// A negotiated session, ready for the media thread.
+struct Negotiated {
+    pc: RTCPeerConnection,
+    ufrag: String,
+    offer: OfferAudio,
+    out_track: Option<(u32, RTCRtpSenderId)>,
+    answer_sdp: String,
+}
+
+impl Negotiator {
+    fn certificates(&self, now: Instant) -> Vec<RTCCertificate> {
+        let mut slot = self
+            .certificate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = slot
+            .as_ref()
+            .is_some_and(|(_, made)| now.duration_since(*made) < CERTIFICATE_RENEWAL);
+        if !fresh {
+            *slot = generate_certificate().map(|c| (c, now));
+        }
+        // On generation failure the stack makes its own certificate per session.
+        slot.iter().map(|(c, _)| c.clone()).collect()
+    }
+
+    fn negotiate(&self, offer_sdp: &str, now: Instant) -> Result<Negotiated, SessionError> {
+        let offer = sdp::inspect_offer(offer_sdp)?;
+        let neg = |e: rtc::shared::error::Error| SessionError::Negotiation(e.to_string());
+        let mut rng = rand::rng();
+        let ufrag = random_token(&mut rng, 16);
+        let pwd = random_token(&mut rng, 32);
+        let settings = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), pwd)
+            .with_ice_timeouts(
+                Some(Duration::from_secs(5)),
+                Some(Duration::from_secs(10)),
+                Some(Duration::from_secs(2)),
+            )
+            .build();
+        let media_engine = audio_media_engine().map_err(neg)?;
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_certificates(self.certificates(now))
+                    .build(),
+            )
+            .with_setting_engine(settings)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(super::rtcp_tap::registry())
+            .build(now)
+            .map_err(neg)?;
+        let remote = RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(neg)?;
+        pc.set_remote_description(now, remote).map_err(neg)?;
+        pc.add_local_candidate(host_candidate(self.advertised).map_err(neg)?)
+            .map_err(neg)?;
+        // If the offerer receives audio, attach our one outbound track (the bot's voice).
+        let out_track = if offer.wants_audio_back {
+            let ssrc = rng.next_u32();
+            let sender = pc.add_track(opus_track(ssrc, "mediabot")).map_err(neg)?;
+            Some((ssrc, sender))
+        } else {
+            None
+        };
+        let answer = pc.create_answer(None).map_err(neg)?;
+        pc.set_local_description(now, answer).map_err(neg)?;
+        let answer_sdp = pc
+            .local_description()
+            .map(|d| sdp::finish_answer(&d.sdp))
+            .ok_or_else(|| SessionError::Negotiation("no local description".into()))?;
+        if !answer_sdp
+            .lines()
+            .any(|l| l.starts_with("m=audio ") && !l.starts_with("m=audio 0 "))
+        {
+            return Err(SessionError::Offer(OfferError::NoCommonCodec));
+        }
+        Ok(Negotiated {
+            pc,
+            ufrag,
+            offer,
+            out_track,
+            answer_sdp,
+        })
+    }
+}
+
 struct ServerLoop {
     config: MediaServerConfig,
     advertised: SocketAddr,
@@ -515,9 +636,6 @@ struct ServerLoop {
     by_ufrag: HashMap<String, SessionId>,
     by_addr: HashMap<SocketAddr, SessionId>,
     rng: rand::rngs::StdRng,
-    /// One DTLS certificate for all sessions (generating one per session costs more than the
-    /// rest of the setup), renewed daily.
-    certificate: Option<(RTCCertificate, Instant)>,
 }
 
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
@@ -558,20 +676,7 @@ impl ServerLoop {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             rng: rand::rngs::StdRng::from_os_rng(),
-            certificate: None,
         }
-    }
-
-    fn certificate(&mut self, now: Instant) -> Vec<RTCCertificate> {
-        let fresh = self
-            .certificate
-            .as_ref()
-            .is_some_and(|(_, made)| now.duration_since(*made) < CERTIFICATE_RENEWAL);
-        if !fresh {
-            self.certificate = generate_certificate().map(|c| (c, now));
-        }
-        // On generation failure the stack makes its own certificate per session.
-        self.certificate.iter().map(|(c, _)| c.clone()).collect()
     }
 
     async fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
@@ -594,8 +699,8 @@ impl ServerLoop {
             tokio::select! {
                 cmd = rx.recv() => {
                     match cmd {
-                        Some(Command::Open { call, offer, reply }) => {
-                            let r = self.open(call, &offer, Instant::now());
+                        Some(Command::Open { call, negotiated, reply }) => {
+                            let r = self.open(call, *negotiated, Instant::now());
                             let _ = reply.send(r);
                         }
                         Some(Command::Close { id, reply }) => {
@@ -647,82 +752,26 @@ impl ServerLoop {
         }
     }
 
+    /// Inserts a negotiated session.
     fn open(
         &mut self,
         call: CallId,
-        offer_sdp: &str,
+        negotiated: Negotiated,
         now: Instant,
     ) -> Result<OpenedSession, SessionError> {
-        let r = self.try_open(call, offer_sdp, now);
-        if r.is_err() {
-            TransportStats::inc(&self.stats.offers_rejected);
-        }
-        r
-    }
-
-    fn try_open(
-        &mut self,
-        call: CallId,
-        offer_sdp: &str,
-        now: Instant,
-    ) -> Result<OpenedSession, SessionError> {
-        let offer = sdp::inspect_offer(offer_sdp)?;
         if self.sessions.len() >= self.config.max_sessions {
             return Err(SessionError::Full);
         }
-        let neg = |e: rtc::shared::error::Error| SessionError::Negotiation(e.to_string());
-        let (ufrag, pwd) = loop {
-            let u = random_token(&mut self.rng, 16);
-            if !self.by_ufrag.contains_key(&u) {
-                break (u, random_token(&mut self.rng, 32));
-            }
-        };
-        let settings = SettingEngineBuilder::new()
-            .with_lite(true)
-            .with_ice_credentials(ufrag.clone(), pwd)
-            .with_ice_timeouts(
-                Some(Duration::from_secs(5)),
-                Some(Duration::from_secs(10)),
-                Some(Duration::from_secs(2)),
-            )
-            .build();
-        let media_engine = audio_media_engine().map_err(neg)?;
-        let certificates = self.certificate(now);
-        let registry = super::rtcp_tap::registry();
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(
-                RTCConfigurationBuilder::new()
-                    .with_certificates(certificates)
-                    .build(),
-            )
-            .with_setting_engine(settings)
-            .with_media_engine(media_engine)
-            .with_interceptor_registry(registry)
-            .build(now)
-            .map_err(neg)?;
-        let remote = RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(neg)?;
-        pc.set_remote_description(now, remote).map_err(neg)?;
-        pc.add_local_candidate(host_candidate(self.advertised).map_err(neg)?)
-            .map_err(neg)?;
-        // If the offerer receives audio, attach our one outbound track (the bot's voice).
-        let out_track = if offer.wants_audio_back {
-            let ssrc = self.rng.next_u32();
-            let sender = pc.add_track(opus_track(ssrc, "mediabot")).map_err(neg)?;
-            Some((ssrc, sender))
-        } else {
-            None
-        };
-        let answer = pc.create_answer(None).map_err(neg)?;
-        pc.set_local_description(now, answer).map_err(neg)?;
-        let answer_sdp = pc
-            .local_description()
-            .map(|d| sdp::finish_answer(&d.sdp))
-            .ok_or_else(|| SessionError::Negotiation("no local description".into()))?;
-        if !answer_sdp
-            .lines()
-            .any(|l| l.starts_with("m=audio ") && !l.starts_with("m=audio 0 "))
-        {
-            return Err(SessionError::Offer(OfferError::NoCommonCodec));
+        let Negotiated {
+            pc,
+            ufrag,
+            offer,
+            out_track,
+            answer_sdp,
+        } = negotiated;
+        if self.by_ufrag.contains_key(&ufrag) {
+            // 16 random alphanumerics: practically never; the far side may simply retry.
+            return Err(SessionError::Negotiation("ice ufrag collision".into()));
         }
         let id = loop {
             let id = SessionId(self.rng.next_u64());
