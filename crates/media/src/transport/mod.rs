@@ -11,11 +11,45 @@
 //!           ◀──201 answer, Location──                                 │ one UDP socket
 //!  ICE (STUN USERNAME → session) ─▶ demux ─▶ rtc::RTCPeerConnection per session (sans-IO)
 //!  DTLS/SRTP (only from the address that passed ICE) ─┘            │
-//!                                    MediaHandler::on_rtp / on_tone / on_rtcp / on_session_closed
+//!                     MediaHandler::on_rtp / on_tone / on_sender_report / on_playback_ready / …
 //! ```
 //!
 //! WebRTC is webrtc-rs's sans-IO core, the `rtc` crate, driven from our own socket loop; see
 //! `docs/transport.md` for the threading model and its measured cost.
+//!
+//! How the engine wires it (one server per instance, the router on its HTTP server):
+//!
+//! ```no_run
+//! use mediabot_media::transport::whip::{WhipConfig, WhipState, router};
+//! use mediabot_media::transport::{
+//!     CallId, InboundRtp, MediaHandler, MediaServer, MediaServerConfig,
+//! };
+//!
+//! struct Ingest; // in the engine: pushes into the pipeline's rings, never blocks
+//! impl MediaHandler for Ingest {
+//!     fn on_rtp(&mut self, packet: &InboundRtp<'_>) { let _ = packet.payload; }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = MediaServerConfig {
+//!     bind: "0.0.0.0:3478".parse()?,              // the one UDP port of this instance
+//!     public_ip: Some("203.0.113.7".parse()?),     // NAT 1:1 address peers reach
+//!     ..Default::default()
+//! };
+//! let media = MediaServer::start(config, Box::new(Ingest))?;
+//! let whip = WhipState::new(
+//!     WhipConfig { public_base_url: "https://bot.example.com".into(), ..Default::default() },
+//!     media.clone(),
+//! );
+//! let app: axum::Router = router(whip.clone()); // merge into the engine's router
+//! // Per call: the blob for appHostedMediaConfig.
+//! let blob = whip.mint_blob(&CallId::new("9a0b-call-id")).encoded;
+//! # let _ = (app, blob);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Minting is sans-IO underneath:
 //!
 //! ```
 //! use mediabot_media::transport::{CallId, blob::TokenRegistry};
