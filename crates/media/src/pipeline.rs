@@ -105,6 +105,9 @@ pub enum IngestError {
     /// The stream could not be set up.
     #[error("stream setup failed: {0}")]
     Setup(String),
+    /// RTP for a source id that is already a PCM (media bridge) source, or the reverse.
+    #[error("source {0} is already fed by another kind of input")]
+    SourceConflict(Ssrc),
 }
 
 /// Call pipeline settings.
@@ -239,8 +242,20 @@ impl CallPipeline {
     pub fn new(cfg: CallConfig, now: Instant, wall_now: SystemTime) -> Self {
         let frame_len = cfg.frame.samples(cfg.output_rate);
         let max_streams = cfg.max_streams.clamp(1, 256);
+        // The mix must wait for the slowest stream: jitter buffer maximum, one packet, one
+        // resampler chunk and one frame of assembly.
+        let mixer_cfg = cfg.mixer.map(|m| MixerConfig {
+            delay: m
+                .delay
+                .max(cfg.jitter.max_delay + Duration::from_millis(60)),
+            ..m
+        });
         CallPipeline {
-            cfg: CallConfig { max_streams, ..cfg },
+            cfg: CallConfig {
+                max_streams,
+                mixer: mixer_cfg,
+                ..cfg
+            },
             media_start: now,
             wall_start: WallClock100ns::from_system_time(wall_now),
             frame_len,
@@ -248,7 +263,7 @@ impl CallPipeline {
             probation: Box::new(std::array::from_fn(|_| Probation::default())),
             probation_seq: Box::new([0; PROBATION_TABLE]),
             sinks: Vec::with_capacity(MAX_SINKS),
-            mixer: cfg.mixer.map(|m| Mixer::new(m, cfg.output_rate, frame_len)),
+            mixer: mixer_cfg.map(|m| Mixer::new(m, cfg.output_rate, frame_len)),
             stats: Arc::new(CallStats::default()),
             events: VecDeque::with_capacity(64),
             scratch: Box::new(AudioFrame::empty()),
@@ -587,7 +602,7 @@ impl MediaIngest for CallPipeline {
             .any(|s| s.ssrc == pkt.ssrc && !s.is_pcm());
         if !known {
             if self.streams.iter().any(|s| s.ssrc == pkt.ssrc) {
-                return Err(IngestError::Setup("ssrc is a pcm source".into()));
+                return Err(IngestError::SourceConflict(pkt.ssrc));
             }
             if self.streams.len() >= self.cfg.max_streams {
                 StreamStats::add(&self.stats.streams_refused, 1);
@@ -677,6 +692,9 @@ impl MediaIngest for CallPipeline {
         let i = self.stream_index(frame.source, |p| {
             Stream::new_pcm(p, rate).map_err(|e| IngestError::Setup(e.to_string()))
         })?;
+        if !self.streams[i].is_pcm() {
+            return Err(IngestError::SourceConflict(frame.source));
+        }
         if self.streams[i].pcm_rate() != Some(rate) {
             StreamStats::add(&self.stats.pcm_rejected, 1);
             return Err(IngestError::BadPcm);

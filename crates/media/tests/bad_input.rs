@@ -256,6 +256,12 @@ fn bad_pcm_frames_are_refused() {
         Err(IngestError::BadPcm)
     );
     assert_eq!(call.stats().snapshot().pcm_rejected, 3);
+    // RTP claiming the PCM source's id is refused without touching it.
+    let rtp = rtp_bytes(Ssrc(77), 1, 960, &[0x78, 0]);
+    assert_eq!(
+        call.ingest_rtp(later, &rtp),
+        Err(IngestError::SourceConflict(Ssrc(77)))
+    );
     // A sender report for an unknown SSRC and a truncated one.
     let mut buf = [0u8; 28];
     let sr = SenderReport {
