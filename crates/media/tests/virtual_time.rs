@@ -416,3 +416,39 @@ fn paused_sender_short_pause_filled_long_pause_marked() {
     let s = d.call.stream_stats(Ssrc(1)).unwrap().snapshot();
     assert_eq!(s.resyncs, 1, "{s:?}");
 }
+
+/// A sender restart on the same SSRC (new random sequence and timestamp bases, RFC 3550 A.1):
+/// detected on the second packet, the stream re-anchors by arrival and flags the frame.
+#[test]
+fn sender_restart_on_the_same_ssrc() {
+    let (_, packets) = speech_packets(4.0, 29);
+    let mut sent = schedule(&packets[..100], 10, 0, 0.5, 0.0, false);
+    sent.extend(schedule(
+        &packets[100..],
+        40_000,
+        123_456_789,
+        2.5 + 0.5,
+        0.0,
+        false,
+    ));
+    let arrivals = impair(&sent, Ssrc(1), base_net(41));
+    let (call, start) = pipeline(CallConfig::new(CallTag(1)).with_mixer(None));
+    let mut d = Driver::new(call, start);
+    d.add_sink(TrackSelect::AllParticipants);
+    d.run(&arrivals, 6.0, 0.01);
+    let s = d.call.stream_stats(Ssrc(1)).unwrap().snapshot();
+    assert_eq!(s.restarts, 1, "{s:?}");
+    let frames = &d.tracks[0].frames;
+    let (first, end) = assert_contiguous(frames);
+    let marked: Vec<_> = frames.iter().filter(|f| f.2.discontinuity).collect();
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    // After the restart the audio is where it was sent: 3.0 s + 20 ms network delay.
+    let expected = (3.02 * RATE as f64) as u64;
+    assert!(
+        marked[0].0.abs_diff(expected) <= FRAME,
+        "{} vs {expected}",
+        marked[0].0
+    );
+    assert!(end.abs_diff((5.02 * RATE as f64) as u64) <= FRAME, "{end}");
+    assert!(first.abs_diff((0.52 * RATE as f64) as u64) <= FRAME);
+}
