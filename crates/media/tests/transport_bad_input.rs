@@ -235,6 +235,11 @@ async fn forged_fingerprint_never_connects() {
         "server must not accept the forged peer"
     );
     assert!(seen.rtp.is_empty());
+    assert_eq!(
+        h.whip.session_count(),
+        0,
+        "the WHIP endpoint forgot the session the server ended"
+    );
     h.media.shutdown().await;
 }
 

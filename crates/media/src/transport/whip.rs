@@ -26,7 +26,10 @@ use axum::routing::{delete, post};
 use super::blob::{MintedBlob, TokenError, TokenRegistry};
 use super::sdp::OfferError;
 use super::server::{MediaServerHandle, OpenedSession, SessionError};
-use super::{CallId, SessionId};
+use super::{
+    CallId, CloseReason, InboundRtp, MediaHandler, PlaybackWriter, SenderReportInfo, SessionId,
+    ToneEvent,
+};
 
 /// Where sessions come from: the real [`MediaServerHandle`], or a fake in tests.
 pub trait SessionBackend: Clone + Send + Sync + 'static {
@@ -84,7 +87,18 @@ pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 struct SessionEntry {
     call: CallId,
-    token: String,
+    /// SHA-256 of the token that created the session (the `DELETE` must present it).
+    token_hash: [u8; 32],
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Compares two hashes without an early exit.
+fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 struct Inner<B> {
@@ -172,6 +186,62 @@ impl<B: SessionBackend> WhipState<B> {
     /// Number of sessions this endpoint created and has not seen end.
     pub fn session_count(&self) -> usize {
         lock(&self.inner.sessions).len()
+    }
+}
+
+/// Wraps the engine's [`MediaHandler`] so sessions the media server ends by itself (timeout,
+/// failure) are also forgotten by the WHIP endpoint; everything is passed on unchanged.
+///
+/// The handler goes into [`MediaServer::start`](super::MediaServer::start) before the
+/// [`WhipState`] exists (the state needs the server's handle), so the state is linked after:
+/// `let link = handler.link(); ...; link.set(whip.clone())`.
+pub struct ForgetClosed<H, B> {
+    inner: H,
+    whip: Arc<std::sync::OnceLock<WhipState<B>>>,
+}
+
+impl<H, B> ForgetClosed<H, B> {
+    /// Wraps `inner`.
+    pub fn new(inner: H) -> Self {
+        Self {
+            inner,
+            whip: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    /// Where to put the [`WhipState`] once it exists.
+    pub fn link(&self) -> Arc<std::sync::OnceLock<WhipState<B>>> {
+        Arc::clone(&self.whip)
+    }
+}
+
+impl<H: MediaHandler, B: SessionBackend> MediaHandler for ForgetClosed<H, B> {
+    fn on_session_opened(&mut self, session: SessionId, call: &CallId) {
+        self.inner.on_session_opened(session, call);
+    }
+    fn on_session_connected(&mut self, session: SessionId, call: &CallId) {
+        self.inner.on_session_connected(session, call);
+    }
+    fn on_rtp(&mut self, packet: &InboundRtp<'_>) {
+        self.inner.on_rtp(packet);
+    }
+    fn on_tone(&mut self, tone: &ToneEvent) {
+        self.inner.on_tone(tone);
+    }
+    fn on_sender_report(&mut self, session: SessionId, call: &CallId, report: &SenderReportInfo) {
+        self.inner.on_sender_report(session, call, report);
+    }
+    fn on_playback_ready(&mut self, session: SessionId, call: &CallId, writer: PlaybackWriter) {
+        self.inner.on_playback_ready(session, call, writer);
+    }
+    fn on_session_closed(&mut self, session: SessionId, call: &CallId, reason: CloseReason) {
+        if let Some(whip) = self.whip.get() {
+            whip.forget_session(session);
+        }
+        self.inner.on_session_closed(session, call, reason);
+    }
+    fn on_tick(&mut self, now: std::time::Instant) {
+        self.inner.on_tick(now);
     }
 }
 
@@ -270,7 +340,7 @@ async fn post_offer<B: SessionBackend>(
                 opened.id,
                 SessionEntry {
                     call: call.clone(),
-                    token: token.to_owned(),
+                    token_hash: token_hash(token),
                 },
             );
             let location = format!("{}/{}/{}", state.inner.config.path_prefix, call, opened.id);
@@ -320,7 +390,7 @@ async fn delete_session<B: SessionBackend>(
     {
         let sessions = lock(&state.inner.sessions);
         match sessions.get(&id) {
-            Some(e) if e.call == call && e.token == token => {}
+            Some(e) if e.call == call && same_hash(&e.token_hash, &token_hash(token)) => {}
             Some(_) => return status(StatusCode::FORBIDDEN, "not your session\n"),
             None => {
                 drop(sessions);

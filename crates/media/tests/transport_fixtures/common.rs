@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mediabot_media::transport::whip::{WhipConfig, WhipState, router};
+use mediabot_media::transport::whip::{ForgetClosed, WhipConfig, WhipState, router};
 use mediabot_media::transport::{
     AudioLevel, CallId, CloseReason, InboundRtp, MediaHandler, MediaServer, MediaServerConfig,
     MediaServerHandle, PlaybackWriter, SessionId, ToneEvent,
@@ -100,7 +100,9 @@ impl Harness {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let writers: Writers = Arc::default();
         let recorder = Recorder(Arc::clone(&seen), Arc::clone(&writers));
-        let media = MediaServer::start(config, Box::new(recorder)).unwrap();
+        let handler = ForgetClosed::new(recorder);
+        let link = handler.link();
+        let media = MediaServer::start(config, Box::new(handler)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_addr = listener.local_addr().unwrap();
         let whip = WhipState::new(
@@ -110,6 +112,7 @@ impl Harness {
             },
             media.clone(),
         );
+        assert!(link.set(whip.clone()).is_ok());
         let app = router(whip.clone()).merge(extra);
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
