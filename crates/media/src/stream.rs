@@ -39,6 +39,11 @@ const WARMUP_HARD_ERROR_SECS: f64 = 0.01;
 const WARMUP_SECS: f64 = 2.0;
 /// Envelope leak: must exceed the largest drift followed (200 ppm = 0.0002 s/s).
 const ENVELOPE_LEAK: f64 = 0.001;
+/// A packet whose media time runs this far ahead of its arrival (against the envelope) is a
+/// clock jump, not a network effect.
+const CLOCK_JUMP_SECS: f64 = 1.0;
+/// A position error this large is never corrected sample by sample: the stream re-anchors.
+const REANCHOR_ERROR_SECS: f64 = 1.0;
 /// A gap is filled with silence only if the filled position is within this of the target.
 const FILL_TOLERANCE_SECS: f64 = 0.1;
 
@@ -198,13 +203,7 @@ impl Stream {
         };
         StreamStats::add(&stats.received, 1);
         let media = ts.0 as f64 / self.tl.clock;
-        let mut excess = self.tl.env.observe(now, media);
-        if excess > self.max_delay + 2.0 {
-            // The media clock jumped backwards (or the packet is absurdly late): re-anchor.
-            self.tl.env.reset();
-            excess = self.tl.env.observe(now, media);
-            self.tl.force_discontinuity = true;
-        }
+        let excess = self.tl.observe(now, media, self.max_delay);
         match jb.insert(seq, ts, pkt.payload, excess) {
             InsertOutcome::Buffered => {}
             InsertOutcome::Duplicate => StreamStats::add(&stats.duplicate, 1),
@@ -241,11 +240,7 @@ impl Stream {
         *next_ts = ts + samples.len() as i64;
         StreamStats::add(&self.stats.received, 1);
         let media = ts as f64 / self.tl.clock;
-        if self.tl.env.observe(now, media) > self.max_delay + 2.0 {
-            self.tl.env.reset();
-            self.tl.env.observe(now, media);
-            self.tl.force_discontinuity = true;
-        }
+        self.tl.observe(now, media, self.max_delay);
         self.tl
             .place(ts, false, &self.stats, self.ssrc, self.participant, out);
         self.tl.push(
@@ -338,6 +333,22 @@ impl Stream {
 }
 
 impl Timeline {
+    /// Feeds the transit envelope; returns the packet's excess delay. A media clock that jumps
+    /// against arrival time (backwards, or ahead by more than [`CLOCK_JUMP_SECS`]) is not
+    /// allowed to drag the envelope: the envelope restarts from this packet and the stream
+    /// re-anchors, so positions stay bounded by real time whatever the timestamps say.
+    fn observe(&mut self, now: f64, media: f64, max_delay: f64) -> f64 {
+        let jumped = self.env.floor().is_some_and(|floor| {
+            let transit = now - media;
+            transit > floor + max_delay + 2.0 || transit < floor - CLOCK_JUMP_SECS
+        });
+        if jumped {
+            self.env.reset();
+            self.force_discontinuity = true;
+        }
+        self.env.observe(now, media)
+    }
+
     fn target_pos(&self, ts: i64) -> Option<f64> {
         Some((self.env.floor()? + ts as f64 / self.clock) * self.out_rate)
     }
@@ -505,6 +516,10 @@ impl Timeline {
         };
         let err = (target - self.fifo_pos()) / self.out_rate;
         let age = (self.fifo_ts - self.anchor_ts) as f64 / self.clock;
+        if err.abs() > REANCHOR_ERROR_SECS {
+            self.force_discontinuity = true;
+            return;
+        }
         let hard = if age < WARMUP_SECS {
             WARMUP_HARD_ERROR_SECS
         } else {

@@ -274,3 +274,37 @@ fn bad_pcm_frames_are_refused() {
     assert!(call.ingest_rtcp(start, &buf).is_ok());
     assert!(call.ingest_rtcp(start, &buf[..20]).is_err());
 }
+
+#[test]
+fn a_single_absurd_timestamp_does_not_derail_a_stream() {
+    // A healthy stream plus, at 1 s, one stray copy of an old packet stamped 5 h ahead and one
+    // stamped far behind.
+    let mut arrivals = healthy_arrivals(4.0);
+    let old = &arrivals[10];
+    let p = RtpPacket::parse(&old.bytes).unwrap();
+    let payload = p.payload.to_vec();
+    let ahead = rtp_bytes(
+        Ssrc(1),
+        p.seq.0,
+        p.timestamp.0.wrapping_add(48_000 * 3600 * 5),
+        &payload,
+    );
+    let behind = rtp_bytes(
+        Ssrc(1),
+        p.seq.0 + 1,
+        p.timestamp.0.wrapping_sub(48_000 * 3000),
+        &payload,
+    );
+    arrivals.push(noise_at(1.0, Ssrc(1), ahead));
+    arrivals.push(noise_at(1.5, Ssrc(1), behind));
+    let arrivals = merge(vec![arrivals]);
+    let (call, start) = pipeline(CallConfig::new(CallTag(9)));
+    let mut d = Driver::new(call, start);
+    d.add_sink(TrackSelect::Participant(Ssrc(1)));
+    d.run(&arrivals, 5.0, 0.01);
+    let frames = &d.tracks[0].frames;
+    let (first, end) = assert_contiguous(frames);
+    assert!((end - first).abs_diff(4 * 16_000) <= 320, "{first}..{end}");
+    let s = d.call.stream_stats(Ssrc(1)).unwrap().snapshot();
+    assert!(s.late + s.duplicate >= 2, "{s:?}");
+}
