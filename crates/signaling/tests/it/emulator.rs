@@ -1,6 +1,7 @@
 //! Proves the signaling crate drives the local Graph emulator end to end over loopback: tokens,
 //! an incoming call answered with an app-hosted blob, signed notifications verified and fed to
-//! the call model, in-call operations, a meeting join by URL, and a permission refusal.
+//! the call model, every in-call operation, every create-call variant (peer-to-peer, group,
+//! meeting by join URL, by joinMeetingId + passcode, as a guest), and a permission refusal.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -564,5 +565,251 @@ async fn reject_redirect_and_transfer_against_the_emulator() {
             ..
         }
     )));
+    assert_eq!(b.emu.counters().bad_requests, 0);
+}
+
+/// Rings the bot and answers with an app-hosted blob; returns the established call's model.
+async fn answered_call(b: &mut Bot) -> (String, CallModel) {
+    let call_id = b.emu.ring(IncomingCall::default()).unwrap();
+    let mut model = CallModel::new(call_id.clone(), CallModelConfig::default());
+    pump(b, &mut model, |m, _| {
+        m.state() == Some(&CallState::Incoming)
+    })
+    .await;
+    b.client
+        .answer(
+            &call_id,
+            &AnswerRequest::audio(b.webhook.clone(), MediaConfig::app_hosted(blob())),
+        )
+        .await
+        .unwrap();
+    pump(b, &mut model, |m, _| {
+        m.state() == Some(&CallState::Established) && m.my_participant_id().is_some()
+    })
+    .await;
+    (call_id, model)
+}
+
+fn bot_muted(m: &CallModel) -> Option<bool> {
+    let me = m.my_participant_id()?;
+    m.participant(me)?.is_muted
+}
+
+#[tokio::test]
+async fn unmute_returns_an_unmute_operation_from_the_emulator() {
+    let mut b = bot(&roles::ALL).await;
+    let (call_id, mut model) = answered_call(&mut b).await;
+
+    let op = b.client.mute(&call_id, Some("m")).await.unwrap();
+    model.handle_operation_response(&op);
+    pump(&mut b, &mut model, |m, _| bot_muted(m) == Some(true)).await;
+
+    // 200 + unmuteParticipantOperation, completed, client context echoed.
+    let op = b.client.unmute(&call_id, Some("u")).await.unwrap();
+    assert_eq!(op.operation_type(), OperationType::UnmuteParticipant);
+    assert_eq!(op.status, Some(OperationStatus::Completed));
+    assert_eq!(op.client_context.as_deref(), Some("u"));
+    let op_id = op.id.clone().expect("the operation has an id");
+    model.handle_operation_response(&op);
+    // The roster notification the emulator sends shows the bot unmuted.
+    pump(&mut b, &mut model, |m, _| bot_muted(m) == Some(false)).await;
+    let fetched = b.client.get_operation(&call_id, &op_id).await.unwrap();
+    assert_eq!(fetched.operation_type(), OperationType::UnmuteParticipant);
+    assert_eq!(fetched.id.as_deref(), Some(op_id.as_str()));
+
+    // Without a client context the body is still accepted.
+    let op = b.client.unmute(&call_id, None).await.unwrap();
+    assert_eq!(op.operation_type(), OperationType::UnmuteParticipant);
+    assert_eq!(op.client_context, None);
+
+    // An over-long client context never reaches the emulator.
+    let before = b.emu.counters().graph_requests;
+    let err = b
+        .client
+        .unmute(&call_id, Some(&"x".repeat(257)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &GraphErrorKind::InvalidRequest);
+    assert_eq!(b.emu.counters().graph_requests, before);
+
+    b.client.hang_up(&call_id).await.unwrap();
+    pump(&mut b, &mut model, |m, _| m.is_terminated()).await;
+    let err = b.client.unmute(&call_id, Some("late")).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &GraphErrorKind::NotFound,
+        "unmute on an ended call"
+    );
+    assert_eq!(b.emu.counters().bad_requests, 0);
+}
+
+#[tokio::test]
+async fn content_sharing_sessions_list_and_get_against_the_emulator() {
+    let mut b = bot(&roles::ALL).await;
+    let (call_id, mut model) = answered_call(&mut b).await;
+
+    // 200 with a collection: nobody shares content in an emulated call.
+    let sessions = b
+        .client
+        .list_content_sharing_sessions(&call_id)
+        .await
+        .unwrap();
+    assert!(sessions.is_empty(), "{sessions:?}");
+
+    // 404 for an unknown session id, typed as NotFound, not retried.
+    let before = b.emu.counters();
+    let stats = b.client.stats();
+    let err = b
+        .client
+        .get_content_sharing_session(&call_id, "no-such-session")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &GraphErrorKind::NotFound);
+    assert_eq!(err.status(), Some(404));
+    let after = b.emu.counters();
+    assert_eq!(after.not_found, before.not_found + 1);
+    assert_eq!(after.graph_requests, before.graph_requests + 1);
+    assert_eq!(b.client.stats().retries, stats.retries);
+
+    // A session id with characters that need escaping stays one path segment.
+    let err = b
+        .client
+        .get_content_sharing_session(&call_id, "a/b?c#d")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &GraphErrorKind::NotFound);
+    assert_eq!(b.emu.counters().bad_requests, 0);
+
+    b.client.hang_up(&call_id).await.unwrap();
+    pump(&mut b, &mut model, |m, _| m.is_terminated()).await;
+}
+
+#[tokio::test]
+async fn peer_to_peer_and_group_calls_are_placed_on_the_emulator() {
+    let mut b = bot(&roles::ALL).await;
+
+    // Peer-to-peer: 201 + the call, establishing, then established with the target in the roster.
+    let target = InvitationParticipantInfo::new(IdentitySet::user("p2p-target", Some("Target")));
+    let mut body = Call::peer_to_peer(b.webhook.clone(), target, MediaConfig::app_hosted(blob()));
+    body.call_options = Some(CallOptions::outgoing(true));
+    let call = b.client.create_call(&body).await.unwrap();
+    assert_eq!(call.state, Some(CallState::Establishing));
+    let call_id = call.id.clone().unwrap();
+    let mut model = CallModel::new(call_id.clone(), CallModelConfig::default());
+    model.handle_call(&call, &ChangeType::Created);
+    pump(&mut b, &mut model, |m, _| {
+        m.state() == Some(&CallState::Established)
+    })
+    .await;
+    let people = b.client.list_participants(&call_id).await.unwrap();
+    assert_eq!(people.len(), 2, "bot + target: {people:?}");
+    b.client.hang_up(&call_id).await.unwrap();
+    pump(&mut b, &mut model, |m, _| m.is_terminated()).await;
+
+    // Group call: several targets in the app's tenant.
+    let targets = vec![
+        InvitationParticipantInfo::new(IdentitySet::user("group-a", Some("A"))),
+        InvitationParticipantInfo::new(IdentitySet::user("group-b", Some("B"))),
+    ];
+    let body = Call::group_call(
+        b.webhook.clone(),
+        targets,
+        b.app.tenant_id.clone(),
+        MediaConfig::service_hosted(),
+    );
+    let call = b.client.create_call(&body).await.unwrap();
+    assert_eq!(call.state, Some(CallState::Establishing));
+    let call_id = call.id.clone().unwrap();
+    let mut model = CallModel::new(call_id.clone(), CallModelConfig::default());
+    model.handle_call(&call, &ChangeType::Created);
+    pump(&mut b, &mut model, |m, _| {
+        m.state() == Some(&CallState::Established)
+    })
+    .await;
+    let people = b.client.list_participants(&call_id).await.unwrap();
+    assert_eq!(people.len(), 3, "bot + two targets: {people:?}");
+    b.client.hang_up(&call_id).await.unwrap();
+    pump(&mut b, &mut model, |m, _| m.is_terminated()).await;
+    assert_eq!(b.emu.counters().bad_requests, 0);
+}
+
+#[tokio::test]
+async fn meeting_join_by_id_and_passcode_and_as_guest_against_the_emulator() {
+    let mut b = bot(&roles::ALL).await;
+    let info = b
+        .emu
+        .start_scenario(mediabot_emulator::scenario::Scenario {
+            name: "join-by-id".into(),
+            meeting: Some(mediabot_emulator::scenario::MeetingSpec {
+                join_meeting_id: Some("1234567890".into()),
+                passcode: Some("xyz".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(info["join_meeting_id"], "1234567890");
+
+    // Join by joinMeetingId + the right passcode: established.
+    let body = Call::join_meeting_id(
+        b.webhook.clone(),
+        "1234567890",
+        Some("xyz".into()),
+        b.app.tenant_id.clone(),
+        MediaConfig::service_hosted(),
+    );
+    let call = b.client.create_call(&body).await.unwrap();
+    assert_eq!(call.state, Some(CallState::Establishing));
+    let call_id = call.id.clone().unwrap();
+    let mut model = CallModel::new(call_id.clone(), CallModelConfig::default());
+    model.handle_call(&call, &ChangeType::Created);
+    pump(&mut b, &mut model, |m, _| {
+        m.state() == Some(&CallState::Established)
+    })
+    .await;
+    b.client.hang_up(&call_id).await.unwrap();
+    pump(&mut b, &mut model, |m, _| m.is_terminated()).await;
+
+    // The same join as a guest: established too.
+    let body = Call::join_meeting_id(
+        b.webhook.clone(),
+        "1234567890",
+        Some("xyz".into()),
+        b.app.tenant_id.clone(),
+        MediaConfig::service_hosted(),
+    )
+    .as_guest("guest-bot-1", "Guest Bot");
+    let call = b.client.create_call(&body).await.unwrap();
+    let call_id = call.id.clone().unwrap();
+    let mut model = CallModel::new(call_id.clone(), CallModelConfig::default());
+    model.handle_call(&call, &ChangeType::Created);
+    pump(&mut b, &mut model, |m, _| {
+        m.state() == Some(&CallState::Established)
+    })
+    .await;
+    let fetched = b.client.get_call(&call_id).await.unwrap();
+    let guest = fetched
+        .source
+        .and_then(|s| s.identity)
+        .and_then(|i| i.guest)
+        .expect("the call's source is a guest identity");
+    assert_eq!(guest.id.as_deref(), Some("guest-bot-1"));
+    b.client.hang_up(&call_id).await.unwrap();
+    pump(&mut b, &mut model, |m, _| m.is_terminated()).await;
+
+    // A wrong passcode: the call is created, then ends with 403.
+    let body = Call::join_meeting_id(
+        b.webhook.clone(),
+        "1234567890",
+        Some("wrong".into()),
+        b.app.tenant_id.clone(),
+        MediaConfig::service_hosted(),
+    );
+    let call = b.client.create_call(&body).await.unwrap();
+    let call_id = call.id.clone().unwrap();
+    let mut model = CallModel::new(call_id.clone(), CallModelConfig::default());
+    model.handle_call(&call, &ChangeType::Created);
+    pump(&mut b, &mut model, |m, _| m.is_terminated()).await;
+    assert_eq!(model.result_info().and_then(|r| r.code), Some(403));
     assert_eq!(b.emu.counters().bad_requests, 0);
 }
