@@ -16,7 +16,8 @@
 //! distinct SSRCs per session (the SSRC is clear text), so floods cost a few compares.
 //! Every session has a handshake deadline and an idle deadline.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -521,6 +522,8 @@ struct Session {
     rtcp_window: (Instant, u32),
     close: Option<CloseReason>,
     playback: Option<Playback>,
+    /// The wake-up currently on the timer heap for this session.
+    armed: Option<Instant>,
 }
 
 /// The bot's outbound audio on one session.
@@ -636,6 +639,9 @@ struct ServerLoop {
     by_ufrag: HashMap<String, SessionId>,
     by_addr: HashMap<SocketAddr, SessionId>,
     rng: rand::rngs::StdRng,
+    /// Session wake-ups, earliest first; entries whose instant no longer matches the
+    /// session's `armed` are stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
 }
 
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
@@ -676,6 +682,7 @@ impl ServerLoop {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             rng: rand::rngs::StdRng::from_os_rng(),
+            timers: BinaryHeap::new(),
         }
     }
 
@@ -685,17 +692,12 @@ impl ServerLoop {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let deadline = self
-                .sessions
-                .values()
-                .flat_map(|s| {
-                    let play = s
-                        .playback
-                        .as_ref()
-                        .filter(|_| s.connected)
-                        .map(|p| p.next_tick);
-                    s.next_timeout.into_iter().chain(play)
-                })
-                .fold(next_housekeeping.min(next_tick), Instant::min);
+                .timers
+                .peek()
+                .map(|Reverse((t, _))| *t)
+                .map_or(next_housekeeping.min(next_tick), |t| {
+                    t.min(next_housekeeping).min(next_tick)
+                });
             tokio::select! {
                 cmd = rx.recv() => {
                     match cmd {
@@ -738,8 +740,7 @@ impl ServerLoop {
                 () = tokio::time::sleep_until(deadline.into()) => {}
             }
             let now = Instant::now();
-            self.handle_timeouts(now);
-            self.handle_playback(now);
+            self.run_due(now);
             if now >= next_tick {
                 // The handler's clock: play-out and mixing run even when no packet arrives.
                 self.handler.on_tick(now);
@@ -817,6 +818,7 @@ impl ServerLoop {
             rtcp_window: (now, 0),
             close: None,
             playback,
+            armed: None,
         };
         self.by_ufrag.insert(ufrag, id);
         self.sessions.insert(id, session);
@@ -921,40 +923,79 @@ impl ServerLoop {
         }
     }
 
-    fn handle_timeouts(&mut self, now: Instant) {
-        let due: Vec<SessionId> = self
-            .sessions
-            .values()
-            .filter(|s| s.next_timeout.is_some_and(|t| t <= now))
-            .map(|s| s.id)
-            .collect();
-        for id in due {
-            if let Some(s) = self.sessions.get_mut(&id) {
+    /// Runs every session whose armed deadline has come: stack timers and send ticks. Only due
+    /// sessions are touched (a heap of deadlines), so the cost per loop turn does not grow with
+    /// the number of sessions.
+    fn run_due(&mut self, now: Instant) {
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue; // closed since
+            };
+            if s.armed != Some(t) {
+                continue; // stale: the session re-armed for another instant
+            }
+            s.armed = None;
+            if s.next_timeout.is_some_and(|d| d <= now) {
                 if let Err(e) = s.pc.handle_timeout(now) {
                     tracing::debug!(session = %id, error = %e, "timeout handling");
                 }
                 // Avoid spinning if the stack keeps returning a past deadline.
                 s.next_timeout = None;
             }
+            self.playback_session(id, now);
             self.pump(id);
+        }
+        // Stale entries pile up when deadlines move; rebuild when they dominate.
+        if self.timers.len() > 4 * self.sessions.len() + 1024 {
+            self.timers = self
+                .sessions
+                .values()
+                .filter_map(|s| s.armed.map(|t| Reverse((t, s.id))))
+                .collect();
         }
     }
 
-    /// Sends the bot's audio: one packet per 20 ms media tick per connected session.
-    fn handle_playback(&mut self, now: Instant) {
-        let due: Vec<SessionId> = self
-            .sessions
-            .values()
-            .filter(|s| s.connected && s.playback.as_ref().is_some_and(|p| p.next_tick <= now))
-            .map(|s| s.id)
-            .collect();
-        for id in due {
+    /// Puts the session's next wake-up (stack timer or send tick) on the heap if it changed.
+    fn rearm(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let play = s
+            .playback
+            .as_ref()
+            .filter(|_| s.connected)
+            .map(|p| p.next_tick);
+        let wake = match (s.next_timeout, play) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if wake != s.armed {
+            s.armed = wake;
+            if let Some(t) = wake {
+                self.timers.push(Reverse((t, id)));
+            }
+        }
+    }
+
+    /// Sends the bot's audio for one session: one packet per 20 ms media tick that is due.
+    fn playback_session(&mut self, id: SessionId, now: Instant) {
+        {
             let Some(s) = self.sessions.get_mut(&id) else {
-                continue;
+                return;
             };
+            if !s.connected {
+                return;
+            }
             let Some(play) = s.playback.as_mut() else {
-                continue;
+                return;
             };
+            if play.next_tick > now {
+                return;
+            }
             // Far behind (the thread was starved): skip ahead rather than burst.
             if now.duration_since(play.next_tick) > MAX_PLAYBACK_LAG {
                 TransportStats::inc(&self.stats.playback_resyncs);
@@ -993,7 +1034,6 @@ impl ServerLoop {
                 };
                 TransportStats::inc(counter);
             }
-            self.pump(id);
         }
     }
 
@@ -1130,6 +1170,7 @@ impl ServerLoop {
             }
         }
         s.next_timeout = s.pc.poll_timeout();
+        self.rearm(id);
         media_out
     }
 }
