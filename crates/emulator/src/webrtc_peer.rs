@@ -11,6 +11,9 @@
 //! A seeded [`Impairment`] model sits between the encoder and the socket: independent and
 //! Gilbert-Elliott burst loss, jitter (delay drawn per packet, which also reorders), and
 //! duplication.
+//!
+//! With [`WhipMedia::save_dir`] set, what the bot sends back into the call is decoded and saved
+//! as a WAV per call, so echo and playback bots can be checked.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -66,6 +69,10 @@ pub struct WhipMedia {
     pub impairment: Impairment,
     /// Opus bitrate in bit/s.
     pub bitrate: Option<i32>,
+    /// Where to save what the bot sends into each call (`bot-audio-<call id>.wav`, 48 kHz
+    /// mono, on the RTP timeline: silence where nothing came), so echo and playback can be
+    /// checked. `None`: received audio is counted and dropped.
+    pub save_dir: Option<std::path::PathBuf>,
 }
 
 /// Counters of one peer, readable through [`MediaPeer::status`].
@@ -74,6 +81,7 @@ struct PeerState {
     status: String,
     packets_sent: u64,
     packets_dropped: u64,
+    packets_received: u64,
 }
 
 struct WhipPeer {
@@ -115,8 +123,8 @@ impl MediaPeer for WhipPeer {
     fn status(&self) -> String {
         let s = lock(&self.state);
         format!(
-            "{} (sent {}, dropped {})",
-            s.status, s.packets_sent, s.packets_dropped
+            "{} (sent {}, dropped {}, received {})",
+            s.status, s.packets_sent, s.packets_dropped, s.packets_received
         )
     }
 }
@@ -166,6 +174,12 @@ async fn run(
         .map_err(|e| format!("ice/dtls: {e}"))?;
     lock(&state).status = "connected".into();
     let tone_pt = client.telephone_event_payload_type();
+    let mut received = match &cfg.save_dir {
+        Some(dir) => Some(
+            BotAudio::create(dir, &session.call_id).map_err(|e| format!("save bot audio: {e}"))?,
+        ),
+        None => None,
+    };
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.impairment.seed);
     let mut speakers: HashMap<u32, Speaker> = HashMap::new();
@@ -218,6 +232,14 @@ async fn run(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while !ended {
         interval.tick().await;
+        while let Some(p) = client.try_recv_rtp() {
+            lock(&state).packets_received += 1;
+            if let Some(rx) = received.as_mut()
+                && p.payload_type == client.opus_payload_type()
+            {
+                rx.handle(p.timestamp, &p.payload);
+            }
+        }
         while let Ok(ev) = events.try_recv() {
             match ev {
                 MediaEvent::Roster(list) => {
@@ -338,6 +360,9 @@ async fn run(
         let _ = start;
     }
     let _ = client.close().await;
+    if let Some(rx) = received {
+        rx.finish().map_err(|e| format!("save bot audio: {e}"))?;
+    }
     lock(&state).status = "closed".into();
     Ok(())
 }
@@ -393,4 +418,79 @@ fn read_wav_48k(path: &std::path::Path, duration_ms: u64) -> Option<Vec<i16>> {
             })
             .collect(),
     )
+}
+
+/// What the bot sends into a call, decoded and written on its RTP timeline.
+struct BotAudio {
+    decoder: opus::Decoder,
+    writer: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    /// RTP timestamp of sample 0 of the file.
+    first_ts: Option<u32>,
+    written: u64,
+    pcm: Vec<i16>,
+}
+
+/// Longest silence inserted for one gap in the bot's stream (a paused sender).
+const MAX_SAVED_GAP: u64 = 48_000 * 60;
+
+impl BotAudio {
+    fn create(dir: &std::path::Path, call_id: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let safe: String = call_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 48_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let writer = hound::WavWriter::create(dir.join(format!("bot-audio-{safe}.wav")), spec)
+            .map_err(|e| e.to_string())?;
+        let decoder =
+            opus::Decoder::new(48_000, opus::Channels::Mono).map_err(|e| e.to_string())?;
+        Ok(Self {
+            decoder,
+            writer,
+            first_ts: None,
+            written: 0,
+            pcm: vec![0; 5760],
+        })
+    }
+
+    fn handle(&mut self, ts: u32, payload: &[u8]) {
+        let first = *self.first_ts.get_or_insert(ts);
+        let pos = u64::from(ts.wrapping_sub(first));
+        if pos < self.written {
+            return; // late or duplicate
+        }
+        let mut gap = pos - self.written;
+        if gap > MAX_SAVED_GAP {
+            // A long pause: keep a minute of it and move the file's origin up by the rest, so
+            // later packets stay contiguous.
+            self.first_ts = Some(first.wrapping_add((gap - MAX_SAVED_GAP) as u32));
+            gap = MAX_SAVED_GAP;
+        }
+        for _ in 0..gap {
+            let _ = self.writer.write_sample(0i16);
+        }
+        self.written += gap;
+        if let Ok(n) = self.decoder.decode(payload, &mut self.pcm, false) {
+            for &s in &self.pcm[..n] {
+                let _ = self.writer.write_sample(s);
+            }
+            self.written += n as u64;
+        }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        self.writer.finalize().map_err(|e| e.to_string())
+    }
 }
