@@ -20,6 +20,7 @@ use mediabot_media::transport::{
 #[derive(Default)]
 struct Seen {
     packets_by_ssrc: std::collections::HashMap<u32, u64>,
+    seqs: Vec<u16>,
     writers: Vec<PlaybackWriter>,
 }
 
@@ -27,13 +28,9 @@ struct Handler(Arc<Mutex<Seen>>);
 
 impl MediaHandler for Handler {
     fn on_rtp(&mut self, p: &InboundRtp<'_>) {
-        *self
-            .0
-            .lock()
-            .unwrap()
-            .packets_by_ssrc
-            .entry(p.ssrc.0)
-            .or_default() += 1;
+        let mut s = self.0.lock().unwrap();
+        *s.packets_by_ssrc.entry(p.ssrc.0).or_default() += 1;
+        s.seqs.push(p.sequence);
     }
     fn on_playback_ready(&mut self, _s: SessionId, _c: &CallId, writer: PlaybackWriter) {
         self.0.lock().unwrap().writers.push(writer);
@@ -176,4 +173,92 @@ async fn peer_streams_the_speaker_and_saves_the_bots_audio() {
         "440 Hz tone saved: {best:?}"
     );
     assert!(samples.len() >= 48_000, "{}", samples.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impairment_model_loses_duplicates_and_reorders_packets() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let server = MediaServer::start(
+        MediaServerConfig {
+            loopback_peers_only: true,
+            ..MediaServerConfig::default()
+        },
+        Box::new(Handler(Arc::clone(&seen))),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let whip_state = WhipState::new(
+        WhipConfig {
+            public_base_url: base,
+            ..WhipConfig::default()
+        },
+        server.clone(),
+    );
+    let app = whip::router(whip_state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let minted = whip_state.mint_blob(&CallId::new("call-imp"));
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let session = MediaSession {
+        call_id: "call-imp".into(),
+        blob: MediaBlob::decode(&minted.encoded).unwrap(),
+        participants: vec![],
+        bot_source_id: 1,
+        speech: vec![SpeechSegment {
+            handle: "x".into(),
+            source_id: 21,
+            start_ms: 0,
+            duration_ms: 4000,
+            audio: AudioSource::Synth(9),
+        }],
+        established_at_ms: now_ms,
+    };
+    let factory = WhipMedia {
+        impairment: mediabot_emulator::webrtc_peer::Impairment {
+            loss: 0.1,
+            burst_enter: 0.05,
+            burst_exit: 0.5,
+            burst_loss: 0.9,
+            jitter: Duration::from_millis(80),
+            duplicate: 0.1,
+            seed: 42,
+        },
+        ..WhipMedia::default()
+    };
+    let mut peer = factory.start(session);
+    tokio::time::sleep(Duration::from_millis(6000)).await;
+    peer.handle_event(MediaEvent::Ended);
+    let seqs = seen.lock().unwrap().seqs.clone();
+    let distinct: std::collections::HashSet<u16> = seqs.iter().copied().collect();
+    let dups = seqs.len() - distinct.len();
+    let reordered = seqs
+        .windows(2)
+        .filter(|w| w[1].wrapping_sub(w[0]) > 0x8000)
+        .count();
+    // 200 packets were encoded (4 s); about 10 % + bursts are lost.
+    println!(
+        "arrived {} ({} distinct), duplicates {dups}, out of order {reordered}; peer {}",
+        seqs.len(),
+        distinct.len(),
+        peer.status()
+    );
+    assert!(
+        (100..195).contains(&distinct.len()),
+        "losses: {} of 200 arrived",
+        distinct.len()
+    );
+    // Duplicates are the same SRTP index twice: the receiver's replay protection drops them
+    // (as it would duplicated datagrams on a real network), and counts them.
+    let replays =
+        mediabot_media::transport::server::TransportStats::get(&server.stats().srtp_rejected);
+    println!("srtp replays rejected: {replays}");
+    assert_eq!(dups, 0, "no duplicate reaches the handler");
+    assert!(
+        replays >= 5,
+        "duplicates sent and rejected as replays: {replays}"
+    );
+    assert!(reordered >= 5, "reordering: {reordered}");
 }
