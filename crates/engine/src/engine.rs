@@ -307,6 +307,14 @@ impl Engine {
     /// # Errors
     /// [`EngineError`] when a socket cannot be bound or the credentials are unusable.
     pub async fn start(mut config: Config, opts: EngineOptions) -> Result<Self, EngineError> {
+        if config.server.tls_cert.is_some() {
+            // Refuse rather than silently serve plain HTTP on a port the operator meant for TLS.
+            return Err(EngineError::Config(
+                "server.tls_cert: serving HTTPS directly is not implemented yet; terminate TLS in \
+                 a proxy or ingress and set server.behind_tls_proxy = true"
+                    .into(),
+            ));
+        }
         let g = &config.graph;
         let client_id = g
             .client_id
