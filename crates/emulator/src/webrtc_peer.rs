@@ -1,6 +1,6 @@
 //! The emulator's media side: a WHIP/WebRTC peer that plays the Teams media processor.
 //!
-//! When a bot's call is established with mediabot's blob, [`WhipMedia`] connects to the blob's
+//! When a bot's call is established with mediabot's blob, [`WhipMedia`](crate::webrtc_peer::WhipMedia) connects to the blob's
 //! WHIP URL with its token (the WebRTC stack of `mediabot-media`), opens one Opus track per
 //! speaking participant with SSRC = the participant's `sourceId`, and streams the scenario's
 //! speech on a 20 ms media clock: synthesized speech-like audio or WAV files, encoded with libopus
@@ -8,11 +8,11 @@
 //! Teams does with discontinuous transmission; the RTP timestamp keeps counting real time, so the
 //! bot sees DTX gaps, not time warps. Tones pressed in the scenario go out as RFC 4733 events.
 //!
-//! A seeded [`Impairment`] model sits between the encoder and the socket: independent and
+//! A seeded [`Impairment`](crate::webrtc_peer::Impairment) model sits between the encoder and the socket: independent and
 //! Gilbert-Elliott burst loss, jitter (delay drawn per packet, which also reorders), and
 //! duplication.
 //!
-//! With [`WhipMedia::save_dir`] set, what the bot sends back into the call is decoded and saved
+//! With [`WhipMedia::save_dir`](crate::webrtc_peer::WhipMedia::save_dir) set, what the bot sends back into the call is decoded and saved
 //! as a WAV per call, so echo and playback bots can be checked.
 
 use std::collections::{BTreeMap, HashMap};

@@ -185,9 +185,10 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
         .with_max_streams(cfg.media.max_streams_per_call);
     let _ = shared.media_tx.try_send(MediaCommand::AddCall {
         call: media_key.clone(),
-        config: call_cfg,
+        config: Box::new(call_cfg),
         wall_start,
         reply: stats_tx,
+        echo: cfg.calls.echo,
     });
     let call_stats: Option<Arc<CallStats>> = tokio::time::timeout(Duration::from_secs(5), stats_rx)
         .await

@@ -267,6 +267,9 @@ pub struct CallsSection {
     /// Compliance mode: no frame reaches a recorder until `updateRecordingStatus(recording)`
     /// succeeded.
     pub compliance: bool,
+    /// Echo mode (a test bot): the call's mix is played back into the call. Needs recording
+    /// enabled (48 kHz pipeline).
+    pub echo: bool,
 }
 
 impl Default for CallsSection {
@@ -277,6 +280,7 @@ impl Default for CallsSection {
             redirect_target: None,
             keepalive_secs: 15 * 60,
             compliance: false,
+            echo: false,
         }
     }
 }

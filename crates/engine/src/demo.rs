@@ -51,7 +51,8 @@ pub struct DemoResult {
 
 /// Starts the emulator (with its WebRTC media side) and an engine configured against it, on
 /// loopback, recording under `out_dir/recordings` and writing the feed under
-/// `out_dir/transcripts`. `tweak` adjusts the engine's config first (tests use it for
+/// `out_dir/transcripts`; what the bot sends into calls is saved by the emulator under
+/// `out_dir/emulator-received`. `tweak` adjusts the engine's config first (tests use it for
 /// compliance mode and the like).
 ///
 /// # Errors
@@ -74,7 +75,11 @@ pub async fn start_local(
     ));
     let emulator = Emulator::builder()
         .app(app_cfg)
-        .media(Arc::new(WhipMedia::default()))
+        .media(Arc::new(WhipMedia {
+            // What the bot plays into calls (echo, playback) is saved here for checking.
+            save_dir: Some(out_dir.join("emulator-received")),
+            ..WhipMedia::default()
+        }))
         .require_https_callbacks(false)
         .start("127.0.0.1:0")
         .await

@@ -20,7 +20,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Instant, SystemTime};
 
 use mediabot_media::transport::{
-    CallId, CloseReason, InboundRtp, MediaHandler, SenderReportInfo, SessionId, ToneEvent,
+    CallId, CloseReason, InboundRtp, MediaHandler, PlaybackWriter, SenderReportInfo, SessionId,
+    ToneEvent,
 };
 use mediabot_media::{
     CallConfig, CallPipeline, CallStats, FrameConsumer, MediaIngest, ParticipantTag, PipelineEvent,
@@ -34,12 +35,14 @@ pub enum MediaCommand {
     AddCall {
         /// The engine's media key of the call (the WHIP call id).
         call: CallId,
-        /// Pipeline settings.
-        config: CallConfig,
+        /// Pipeline settings (boxed: the command queue holds small values).
+        config: Box<CallConfig>,
         /// Wall-clock time of the call's media start.
         wall_start: SystemTime,
         /// Receives the call's counters.
         reply: tokio::sync::oneshot::Sender<Arc<CallStats>>,
+        /// Echo mode: the call's mix is played back into the call (needs 48 kHz output).
+        echo: bool,
     },
     /// Add an `i16` sink to a call (e.g. the recorder, once compliance allows it).
     AddSink {
@@ -114,6 +117,12 @@ pub enum MediaEvent {
     Tone(ToneEvent),
 }
 
+/// An echo-mode call's loop: its mix, and the playback stream it goes to.
+struct Echo {
+    ring: FrameConsumer<i16>,
+    writer: Option<PlaybackWriter>,
+}
+
 /// Counters of the glue itself.
 #[derive(Debug, Default)]
 pub struct GlueStats {
@@ -123,11 +132,17 @@ pub struct GlueStats {
     pub packets_refused: AtomicU64,
     /// Events dropped because the orchestrator's queue was full.
     pub events_dropped: AtomicU64,
+    /// Echo frames dropped because the playback ring was full.
+    pub echo_dropped: AtomicU64,
 }
 
 /// The [`MediaHandler`] the engine gives the transport.
 pub struct EngineMedia {
     calls: HashMap<CallId, CallPipeline>,
+    /// Echo-mode calls: their mix ring and playback writer.
+    echo: HashMap<CallId, Echo>,
+    /// Playback writers of calls not (yet) in echo mode.
+    pending_writers: HashMap<CallId, PlaybackWriter>,
     commands: Receiver<MediaCommand>,
     events: SyncSender<MediaEvent>,
     stats: Arc<GlueStats>,
@@ -155,6 +170,24 @@ impl EngineMedia {
             events,
             stats,
             scratch: Vec::with_capacity(1500),
+            echo: HashMap::new(),
+            pending_writers: HashMap::new(),
+        }
+    }
+
+    /// Echo mode: moves the mix queued since the last call into the call's playback stream.
+    fn pump_echo(&mut self) {
+        for (call, e) in self.echo.iter_mut() {
+            if e.writer.is_none() {
+                e.writer = self.pending_writers.remove(call);
+            }
+            while let Some(frame) = e.ring.pop() {
+                if let Some(w) = e.writer.as_mut()
+                    && w.write(frame.samples()) < frame.len()
+                {
+                    self.stats.echo_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -167,9 +200,16 @@ impl EngineMedia {
                     config,
                     wall_start,
                     reply,
+                    echo,
                 } => {
-                    let p = CallPipeline::new(config, now, wall_start);
+                    let mut p = CallPipeline::new(*config, now, wall_start);
                     let _ = reply.send(p.stats());
+                    if echo && config.output_rate.hz() == 48_000 {
+                        // 1 s of mix queued at most; the playback ring paces it out.
+                        if let Some(ring) = p.add_sink_i16(TrackSelect::Mixed, 50) {
+                            self.echo.insert(call.clone(), Echo { ring, writer: None });
+                        }
+                    }
                     self.calls.insert(call, p);
                 }
                 MediaCommand::AddSink {
@@ -194,6 +234,8 @@ impl EngineMedia {
                     }
                 }
                 MediaCommand::RemoveCall { call } => {
+                    self.echo.remove(&call);
+                    self.pending_writers.remove(&call);
                     if let Some(mut p) = self.calls.remove(&call) {
                         p.poll(now);
                         forward_events(&self.events, &self.stats, &call, &mut p, now);
@@ -206,6 +248,7 @@ impl EngineMedia {
     /// Runs the time-driven work of every call (play-out, mixing).
     pub fn tick(&mut self, now: Instant) {
         self.drain_commands(now);
+        self.pump_echo();
         let Self {
             calls,
             events,
@@ -265,6 +308,14 @@ impl MediaHandler for EngineMedia {
         }
         p.poll(now);
         forward_events(events, stats, packet.call, p, now);
+    }
+
+    fn on_playback_ready(&mut self, _session: SessionId, call: &CallId, writer: PlaybackWriter) {
+        self.drain_commands(Instant::now());
+        // Bounded by the calls that exist: a writer for an unknown call is dropped.
+        if self.calls.contains_key(call) {
+            self.pending_writers.insert(call.clone(), writer);
+        }
     }
 
     fn on_tick(&mut self, now: Instant) {

@@ -8,7 +8,7 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/calls/notifications` | Graph's notification webhook (the `callbackUri`) |
 //! | `/whip/...` | WHIP media endpoint (the blob's URL) |
-//! | `/api/v1/...` | operator API, bearer token (see [`crate::api`]) |
+//! | `/api/v1/...` | operator API, bearer token (see [`crate::engine`]) |
 
 use std::sync::Arc;
 
