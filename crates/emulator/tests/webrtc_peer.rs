@@ -14,7 +14,8 @@ use mediabot_emulator::media::{
 use mediabot_emulator::webrtc_peer::WhipMedia;
 use mediabot_media::transport::whip::{self, WhipConfig, WhipState};
 use mediabot_media::transport::{
-    CallId, InboundRtp, MediaHandler, MediaServer, MediaServerConfig, PlaybackWriter, SessionId,
+    CallId, InboundRtp, MediaHandler, MediaServer, MediaServerConfig, MediaServerHandle,
+    PlaybackWriter, SessionId,
 };
 
 #[derive(Default)]
@@ -37,19 +38,12 @@ impl MediaHandler for Handler {
     }
 }
 
-fn goertzel(x: &[i16], f: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * f / 48_000.0;
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &v in x {
-        let s = f64::from(v) + 2.0 * w.cos() * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).sqrt()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peer_streams_the_speaker_and_saves_the_bots_audio() {
+/// A mediabot media server with its WHIP endpoint on loopback, recording what arrives.
+async fn media_server() -> (
+    Arc<Mutex<Seen>>,
+    MediaServerHandle,
+    WhipState<MediaServerHandle>,
+) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let server = MediaServer::start(
         MediaServerConfig {
@@ -70,6 +64,23 @@ async fn peer_streams_the_speaker_and_saves_the_bots_audio() {
     );
     let app = whip::router(whip_state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (seen, server, whip_state)
+}
+
+fn goertzel(x: &[i16], f: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * f / 48_000.0;
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in x {
+        let s = f64::from(v) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).sqrt()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_streams_the_speaker_and_saves_the_bots_audio() {
+    let (seen, _server, whip_state) = media_server().await;
 
     let minted = whip_state.mint_blob(&CallId::new("call-9"));
     let now_ms = SystemTime::now()
@@ -177,26 +188,7 @@ async fn peer_streams_the_speaker_and_saves_the_bots_audio() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn impairment_model_loses_duplicates_and_reorders_packets() {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let server = MediaServer::start(
-        MediaServerConfig {
-            loopback_peers_only: true,
-            ..MediaServerConfig::default()
-        },
-        Box::new(Handler(Arc::clone(&seen))),
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let whip_state = WhipState::new(
-        WhipConfig {
-            public_base_url: base,
-            ..WhipConfig::default()
-        },
-        server.clone(),
-    );
-    let app = whip::router(whip_state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (seen, server, whip_state) = media_server().await;
     let minted = whip_state.mint_blob(&CallId::new("call-imp"));
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
