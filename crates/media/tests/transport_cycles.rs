@@ -119,3 +119,67 @@ async fn thousand_cycles_leave_nothing_behind() {
     assert_eq!(h.whip.session_count(), 0);
     h.media.shutdown().await;
 }
+
+/// The soak version: 1,000 *full* sessions (WHIP, ICE, DTLS, SRTP, a packet, DELETE), with
+/// resident memory measured after a warm-up. Minutes long, so it is run by hand:
+/// `cargo test -p mediabot-media --release --test transport_cycles -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak test: about 1,000 full handshakes; run by hand in release"]
+async fn thousand_full_sessions_leave_nothing_behind() {
+    let h = Harness::start_with(MediaServerConfig::default()).await;
+    let full = |i: u32| {
+        let h = &h;
+        async move {
+            let blob = h.whip.mint_blob(&CallId::new(format!("soak{i}"))).blob;
+            let mut c = WhipClientSession::connect_blob(
+                &blob,
+                WhipClientConfig {
+                    ssrcs: vec![i + 1],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            c.wait_connected(Duration::from_secs(15)).await.unwrap();
+            c.send_rtp(OutboundRtp {
+                ssrc: i + 1,
+                sequence: 1,
+                timestamp: 0,
+                marker: true,
+                payload_type: None,
+                audio_level: None,
+                payload: Bytes::from_static(&[0xf8, 0xff, 0xfe]),
+            })
+            .unwrap();
+            h.wait_for(|s: &Seen| s.rtp.len() as u32 == i + 1).await;
+            assert_eq!(c.close().await.unwrap(), 200);
+        }
+    };
+    for i in 0..100 {
+        full(i).await;
+    }
+    let warm = rss_kib();
+    let t0 = Instant::now();
+    for i in 100..1000 {
+        full(i).await;
+    }
+    let per_cycle = t0.elapsed() / 900;
+    let grown = rss_kib().saturating_sub(warm);
+    eprintln!("full session cycles: {per_cycle:?} each, rss growth over 900: {grown} KiB");
+    let seen = h.wait_for(|s: &Seen| s.closed.len() == 1000).await;
+    assert_eq!(seen.opened.len(), 1000);
+    assert_eq!(
+        h.media.sizes().await.unwrap(),
+        ServerSizes {
+            sessions: 0,
+            ufrags: 0,
+            addrs: 0
+        }
+    );
+    assert_eq!(h.whip.session_count(), 0);
+    assert!(
+        grown < 16 * 1024,
+        "rss grew {grown} KiB over 900 full sessions"
+    );
+    h.media.shutdown().await;
+}
