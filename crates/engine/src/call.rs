@@ -415,38 +415,19 @@ impl CallRun {
                         });
                     }
                 }
-                let mut info = lock(&self.info);
-                if let Some(v) = info
-                    .participants
-                    .iter_mut()
-                    .find(|p| p.id == participant_id)
-                {
-                    v.left = true;
-                }
+                self.with_view(&participant_id, |v| v.left = true);
             }
             CallEvent::ParticipantMuteChanged {
                 participant_id,
                 muted,
             } => {
-                if let Some(v) = lock(&self.info)
-                    .participants
-                    .iter_mut()
-                    .find(|p| p.id == participant_id)
-                {
-                    v.muted = muted;
-                }
+                self.with_view(&participant_id, |v| v.muted = muted);
             }
             CallEvent::ParticipantLobbyChanged {
                 participant_id,
                 in_lobby,
             } => {
-                if let Some(v) = lock(&self.info)
-                    .participants
-                    .iter_mut()
-                    .find(|p| p.id == participant_id)
-                {
-                    v.in_lobby = in_lobby;
-                }
+                self.with_view(&participant_id, |v| v.in_lobby = in_lobby);
             }
             CallEvent::Terminated { result_info } => {
                 let why = result_info
@@ -469,6 +450,17 @@ impl CallRun {
         let _ = model
             .my_participant_id()
             .map(|p| self.my_participant.get_or_insert_with(|| p.to_string()));
+    }
+
+    /// Applies `f` to the operator view of `participant_id`, if it is listed.
+    fn with_view(&self, participant_id: &str, f: impl FnOnce(&mut ParticipantView)) {
+        if let Some(v) = lock(&self.info)
+            .participants
+            .iter_mut()
+            .find(|p| p.id == participant_id)
+        {
+            f(v);
+        }
     }
 
     fn update_view(&self, p: &Participant, left: bool) {
