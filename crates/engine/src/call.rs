@@ -371,6 +371,12 @@ impl CallRun {
         match ev {
             CallEvent::StateChanged { to, .. } => {
                 lock(&self.info).state = to.to_string();
+                if to == CallState::Established {
+                    self.shared
+                        .publish(crate::engine::EngineEvent::CallEstablished {
+                            call_id: self.call_id.clone(),
+                        });
+                }
                 if to == CallState::Established
                     && self.shared.config.calls.compliance
                     && !self.gate_requested

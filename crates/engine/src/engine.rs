@@ -29,13 +29,16 @@ use mediabot_signaling::notifications::{
 };
 use mediabot_signaling::state::RosterMode;
 use mediabot_signaling::{Credentials, GraphClient, GraphConfig};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::call::{self, CallInfo, CallInfoHandle, CallInput, CallSetup};
 use crate::config::{Config, IncomingPolicy};
 use crate::health::Health;
 use crate::media::{EngineMedia, GlueStats, MediaCommand, MediaEvent};
 use crate::metrics::{Histogram, Kind, PromWriter};
+use crate::playback::{
+    Clip, PlaybackError, PlaybackId, PlaybackOutcome, QueuedClip, convert_pcm, decode_wav,
+};
 use crate::server::{self, MetricsSource, ProbeState};
 use crate::sinks::transcription::{FeedState, FileFeed, VadConfig};
 use crate::sinks::transcription_ws::{self, FeedHandle, WsFeedConfig};
@@ -110,7 +113,49 @@ impl Default for EngineMetrics {
 struct CallEntry {
     tx: mpsc::Sender<CallInput>,
     info: CallInfoHandle,
+    media_key: CallId,
 }
+
+/// What an app built on the engine hears about its calls ([`Engine::events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EngineEvent {
+    /// Graph reports the call established.
+    CallEstablished {
+        /// Graph call id.
+        call_id: String,
+    },
+    /// The call's media session connected and takes audio: [`Engine::play_wav`] and
+    /// [`Engine::play_pcm`] are accepted from now on.
+    MediaReady {
+        /// Graph call id.
+        call_id: String,
+    },
+    /// A DTMF key arrived in the media (RFC 4733), reported once per press.
+    Tone {
+        /// Graph call id.
+        call_id: String,
+        /// Event code: 0-9 digits, 10 `*`, 11 `#`, 12-15 A-D.
+        event: u8,
+    },
+    /// A clip finished playing (or was stopped, or the call ended first).
+    PlaybackFinished {
+        /// Graph call id.
+        call_id: String,
+        /// The clip.
+        id: PlaybackId,
+        /// How it ended.
+        outcome: PlaybackOutcome,
+    },
+    /// The call ended; its files are closed ([`Engine::finished_calls`] has the outcome).
+    CallEnded {
+        /// Graph call id.
+        call_id: String,
+    },
+}
+
+/// Events buffered per subscriber before the slowest one starts missing them.
+const EVENT_BUFFER: usize = 1024;
 
 /// Most notification batches kept for calls not (yet) registered: the 201 of a join can arrive
 /// after the first notifications of the call it created.
@@ -144,6 +189,8 @@ pub struct Shared {
     orphans: Mutex<HashMap<String, (Instant, Vec<Notification>)>>,
     finished: Mutex<VecDeque<CallInfo>>,
     shutdown: watch::Sender<bool>,
+    events: broadcast::Sender<EngineEvent>,
+    next_playback: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -198,11 +245,21 @@ impl Shared {
     pub fn call_finished(&self, call_id: &str, media_key: &CallId, info: CallInfo) {
         lock(&self.calls).remove(call_id);
         lock(&self.by_media).remove(media_key);
-        let mut f = lock(&self.finished);
-        if f.len() >= MAX_FINISHED {
-            f.pop_front();
+        {
+            let mut f = lock(&self.finished);
+            if f.len() >= MAX_FINISHED {
+                f.pop_front();
+            }
+            f.push_back(info);
         }
-        f.push_back(info);
+        self.publish(EngineEvent::CallEnded {
+            call_id: call_id.to_string(),
+        });
+    }
+
+    /// Tells [`Engine::events`] subscribers (none listening is fine).
+    pub fn publish(&self, ev: EngineEvent) {
+        let _ = self.events.send(ev);
     }
 }
 
@@ -335,7 +392,11 @@ impl Engine {
         let (cmd_tx, cmd_rx) = sync_channel(1024);
         let (ev_tx, ev_rx) = sync_channel::<MediaEvent>(4096);
         let glue_stats = Arc::new(GlueStats::default());
-        let handler = EngineMedia::new(cmd_rx, ev_tx, Arc::clone(&glue_stats));
+        // ForgetClosed keeps the WHIP endpoint's session table in step with sessions the media
+        // server ends by itself (ICE timeout, idle, failure); linked once the state exists.
+        let handler =
+            whip::ForgetClosed::new(EngineMedia::new(cmd_rx, ev_tx, Arc::clone(&glue_stats)));
+        let whip_link = handler.link();
         let bind = SocketAddr::new(config.media.bind_ip, config.media.udp_port);
         let mcfg = MediaServerConfig {
             bind,
@@ -379,6 +440,7 @@ impl Engine {
             },
             media_server.clone(),
         );
+        let _ = whip_link.set(whip_state.clone());
 
         let health = Arc::new(Health::new(config.media.max_calls));
         let (shutdown, _) = watch::channel(false);
@@ -397,6 +459,8 @@ impl Engine {
             orphans: Mutex::new(HashMap::new()),
             finished: Mutex::new(VecDeque::new()),
             shutdown,
+            events: broadcast::channel(EVENT_BUFFER).0,
+            next_playback: AtomicU64::new(1),
         });
 
         // Media events → call tasks.
@@ -411,12 +475,39 @@ impl Engine {
                         | MediaEvent::SessionClosed { call, .. }
                         | MediaEvent::StreamAdded { call, .. }
                         | MediaEvent::StreamRemoved { call, .. }
-                        | MediaEvent::DominantSpeaker { call, .. } => call.clone(),
+                        | MediaEvent::DominantSpeaker { call, .. }
+                        | MediaEvent::PlaybackReady { call }
+                        | MediaEvent::PlaybackFinished { call, .. } => call.clone(),
                         MediaEvent::Tone(t) => t.call.clone(),
                     };
                     let Some(call_id) = lock(&s.by_media).get(&key).cloned() else {
                         continue;
                     };
+                    match &ev {
+                        MediaEvent::PlaybackReady { .. } => {
+                            s.publish(EngineEvent::MediaReady {
+                                call_id: call_id.clone(),
+                            });
+                            continue;
+                        }
+                        MediaEvent::PlaybackFinished { id, outcome, .. } => {
+                            s.publish(EngineEvent::PlaybackFinished {
+                                call_id: call_id.clone(),
+                                id: *id,
+                                outcome: *outcome,
+                            });
+                            continue;
+                        }
+                        MediaEvent::Tone(t)
+                            if t.phase == mediabot_media::transport::TonePhase::Start =>
+                        {
+                            s.publish(EngineEvent::Tone {
+                                call_id: call_id.clone(),
+                                event: t.event,
+                            });
+                        }
+                        _ => {}
+                    }
                     let tx = lock(&s.calls).get(&call_id).map(|c| c.tx.clone());
                     if let Some(tx) = tx {
                         let _ = rt.block_on(tx.send(CallInput::Media(ev)));
@@ -527,6 +618,119 @@ impl Engine {
         }
     }
 
+    /// Subscribes to [`EngineEvent`]s (call established, media ready, tones, playback finished,
+    /// call ended). A subscriber more than 1024 events behind misses the oldest ones
+    /// (`RecvError::Lagged`).
+    pub fn events(&self) -> broadcast::Receiver<EngineEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Plays a WAV file into a call (PCM 8-32 bit or float, any rate from 8 to 192 kHz, mono or
+    /// more channels; converted to 48 kHz mono). Clips queue behind the one playing; the
+    /// returned [`Playback`] tells when this one ends, and so does
+    /// [`EngineEvent::PlaybackFinished`].
+    ///
+    /// # Errors
+    /// [`PlaybackError`]: unknown call, no media session yet (wait for
+    /// [`EngineEvent::MediaReady`]), bad or too long WAV, full queue.
+    pub async fn play_wav(
+        &self,
+        call_id: &str,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Playback, PlaybackError> {
+        let media_key = self.media_key(call_id)?;
+        let path = path.as_ref().to_path_buf();
+        let samples = tokio::task::spawn_blocking(move || decode_wav(&path))
+            .await
+            .map_err(|_| PlaybackError::MediaUnavailable)??;
+        self.enqueue(media_key, samples).await
+    }
+
+    /// Plays app PCM into a call: interleaved `channels`, at `rate` Hz (8 to 192 kHz),
+    /// converted to 48 kHz mono. Otherwise as [`Engine::play_wav`].
+    ///
+    /// # Errors
+    /// As [`Engine::play_wav`], with [`PlaybackError::BadPcm`] for bad rates or lengths.
+    pub async fn play_pcm(
+        &self,
+        call_id: &str,
+        samples: &[i16],
+        rate: u32,
+        channels: u16,
+    ) -> Result<Playback, PlaybackError> {
+        let media_key = self.media_key(call_id)?;
+        let samples = if rate == crate::playback::PLAYBACK_RATE && channels == 1 {
+            convert_pcm(samples, rate, channels)?
+        } else {
+            let owned = samples.to_vec();
+            tokio::task::spawn_blocking(move || convert_pcm(&owned, rate, channels))
+                .await
+                .map_err(|_| PlaybackError::MediaUnavailable)??
+        };
+        self.enqueue(media_key, samples).await
+    }
+
+    /// Stops the clip playing in a call and drops the ones queued behind it (each reports
+    /// [`PlaybackOutcome::Stopped`]); returns how many there were. At most 100 ms already handed
+    /// to the transport still plays.
+    ///
+    /// # Errors
+    /// [`PlaybackError::UnknownCall`], [`PlaybackError::MediaUnavailable`].
+    pub async fn stop_playback(&self, call_id: &str) -> Result<usize, PlaybackError> {
+        let media_key = self.media_key(call_id)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared
+            .media_tx
+            .try_send(MediaCommand::StopPlayback {
+                call: media_key,
+                reply: tx,
+            })
+            .map_err(|_| PlaybackError::MediaUnavailable)?;
+        match tokio::time::timeout(Duration::from_secs(2), rx).await {
+            Ok(Ok(Some(n))) => Ok(n),
+            Ok(Ok(None)) => Err(PlaybackError::UnknownCall(call_id.to_string())),
+            _ => Err(PlaybackError::MediaUnavailable),
+        }
+    }
+
+    fn media_key(&self, call_id: &str) -> Result<CallId, PlaybackError> {
+        lock(&self.shared.calls)
+            .get(call_id)
+            .map(|c| c.media_key.clone())
+            .ok_or_else(|| PlaybackError::UnknownCall(call_id.to_string()))
+    }
+
+    async fn enqueue(&self, call: CallId, samples: Vec<i16>) -> Result<Playback, PlaybackError> {
+        let id = PlaybackId(self.shared.next_playback.fetch_add(1, Ordering::Relaxed));
+        let clip = Clip {
+            id,
+            samples: samples.into(),
+        };
+        let duration = clip.duration();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared
+            .media_tx
+            .try_send(MediaCommand::Play {
+                call,
+                clip: Box::new(QueuedClip {
+                    clip,
+                    done: Some(done_tx),
+                }),
+                reply: tx,
+            })
+            .map_err(|_| PlaybackError::MediaUnavailable)?;
+        match tokio::time::timeout(Duration::from_secs(2), rx).await {
+            Ok(Ok(Ok(()))) => Ok(Playback {
+                id,
+                duration,
+                done: done_rx,
+            }),
+            Ok(Ok(Err(e))) => Err(e),
+            _ => Err(PlaybackError::MediaUnavailable),
+        }
+    }
+
     /// Graceful shutdown: readiness false, no new calls, calls get `grace` to end by themselves,
     /// then are hung up; files are finalized before this returns.
     pub async fn shutdown(&self, grace: Duration) {
@@ -550,6 +754,23 @@ impl Engine {
         }
         let _ = self.shared.shutdown.send(true);
         self.shared.media_server.shutdown().await;
+    }
+}
+
+/// A clip queued by [`Engine::play_wav`] or [`Engine::play_pcm`].
+#[derive(Debug)]
+pub struct Playback {
+    /// The clip's id (also in [`EngineEvent::PlaybackFinished`]).
+    pub id: PlaybackId,
+    /// Its length at 48 kHz.
+    pub duration: Duration,
+    done: tokio::sync::oneshot::Receiver<PlaybackOutcome>,
+}
+
+impl Playback {
+    /// Waits until the clip has played out, was stopped, or its call ended.
+    pub async fn finished(self) -> PlaybackOutcome {
+        self.done.await.unwrap_or(PlaybackOutcome::CallEnded)
     }
 }
 
@@ -596,6 +817,7 @@ fn spawn_call(
         CallEntry {
             tx,
             info: Arc::clone(&info),
+            media_key: media_key.clone(),
         },
     );
     let setup = CallSetup {

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod health;
 pub mod media;
 pub mod metrics;
+pub mod playback;
 pub mod server;
 pub mod sinks;
 

@@ -19,14 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Instant, SystemTime};
 
+use mediabot_media::rtp::RtpPacket;
 use mediabot_media::transport::{
     CallId, CloseReason, InboundRtp, MediaHandler, PlaybackWriter, SenderReportInfo, SessionId,
     ToneEvent,
 };
 use mediabot_media::{
-    CallConfig, CallPipeline, CallStats, FrameConsumer, MediaIngest, ParticipantTag, PipelineEvent,
-    Ssrc, StreamStats, TrackSelect,
+    CallConfig, CallPipeline, CallStats, FrameConsumer, MediaIngest, ParticipantTag, PayloadType,
+    PipelineEvent, RtpTimestamp, SeqNo, Ssrc, StreamStats, TrackSelect,
 };
+
+use crate::playback::{PlaybackError, PlaybackId, PlaybackOutcome, Player, QueuedClip};
+use crate::sinks::packet_ring::{PacketConsumer, PacketProducer, packet_ring};
 
 /// Orders from the orchestrator to the media thread.
 #[derive(Debug)]
@@ -55,6 +59,15 @@ pub enum MediaCommand {
         /// Receives the consumer (`None`: no such call, or too many sinks).
         reply: tokio::sync::oneshot::Sender<Option<FrameConsumer<i16>>>,
     },
+    /// Copy the call's received Opus packets into a ring (the Ogg/Opus recorder).
+    AddPacketTap {
+        /// The call.
+        call: CallId,
+        /// Ring capacity in bytes.
+        bytes: usize,
+        /// Receives the consumer (`None`: no such call).
+        reply: tokio::sync::oneshot::Sender<Option<PacketConsumer>>,
+    },
     /// Tag a source with its roster participant.
     SetParticipant {
         /// The call.
@@ -63,6 +76,22 @@ pub enum MediaCommand {
         ssrc: Ssrc,
         /// The participant's engine tag.
         participant: Option<ParticipantTag>,
+    },
+    /// Queue a clip for playback into the call.
+    Play {
+        /// The call.
+        call: CallId,
+        /// The clip (boxed: the command queue holds small values).
+        clip: Box<QueuedClip>,
+        /// Told whether it was queued.
+        reply: tokio::sync::oneshot::Sender<Result<(), PlaybackError>>,
+    },
+    /// Stop the clip playing and drop the queue.
+    StopPlayback {
+        /// The call.
+        call: CallId,
+        /// Receives how many clips were stopped (`None`: no such call).
+        reply: tokio::sync::oneshot::Sender<Option<usize>>,
     },
     /// Drop the call's pipeline after a final play-out; its sinks see their rings end.
     RemoveCall {
@@ -115,12 +144,20 @@ pub enum MediaEvent {
     },
     /// A DTMF tone (RFC 4733).
     Tone(ToneEvent),
-}
-
-/// An echo-mode call's loop: its mix, and the playback stream it goes to.
-struct Echo {
-    ring: FrameConsumer<i16>,
-    writer: Option<PlaybackWriter>,
+    /// The call's send path is ready: playback requests are accepted from now on.
+    PlaybackReady {
+        /// The call.
+        call: CallId,
+    },
+    /// A clip ended.
+    PlaybackFinished {
+        /// The call.
+        call: CallId,
+        /// The clip.
+        id: PlaybackId,
+        /// How.
+        outcome: PlaybackOutcome,
+    },
 }
 
 /// Counters of the glue itself.
@@ -132,21 +169,102 @@ pub struct GlueStats {
     pub packets_refused: AtomicU64,
     /// Events dropped because the orchestrator's queue was full.
     pub events_dropped: AtomicU64,
-    /// Echo frames dropped because the playback ring was full.
+    /// Echo frames dropped because the playback ring was full or a clip was playing.
     pub echo_dropped: AtomicU64,
+    /// Sequence numbers taken by RFC 4733 tone packets, not counted as lost audio.
+    pub tone_seqs_skipped: AtomicU64,
+    /// Opus packets not copied to the Ogg recorder because its ring was full.
+    pub ogg_packets_dropped: AtomicU64,
+}
+
+/// Longest run of sequence numbers after a tone attributed to the tone's packets (a tone of
+/// about a second in 20 ms packets plus the repeated end packets).
+const MAX_TONE_SEQS: u16 = 64;
+
+/// Keeps an SSRC's audio sequence numbers contiguous across RFC 4733 tone packets.
+///
+/// Tone packets share the sequence space of the audio stream (RFC 4733 §2.1), but the transport
+/// hands them to `on_tone`, not `on_rtp`, and the pipeline's loss accounting only sees audio. So
+/// the first audio packet after a tone arrives with a sequence gap that is not loss. The remap
+/// subtracts that gap (at most [`MAX_TONE_SEQS`]) from this and every later sequence number;
+/// packets reordered from before the tone keep the previous offset. Cost: an audio packet lost
+/// right next to a tone is hidden too (it then plays as a DTX gap, not as concealment).
+#[derive(Debug, Clone, Copy)]
+struct SeqRemap {
+    ssrc: u32,
+    last_in: Option<u16>,
+    offset: u16,
+    prev_offset: u16,
+    boundary: u16,
+    tone_pending: bool,
+}
+
+impl SeqRemap {
+    fn new(ssrc: u32) -> Self {
+        Self {
+            ssrc,
+            last_in: None,
+            offset: 0,
+            prev_offset: 0,
+            boundary: 0,
+            tone_pending: false,
+        }
+    }
+
+    /// The sequence number to give the pipeline, and how many tone seqs were skipped.
+    fn map(&mut self, seq: u16) -> (u16, u16) {
+        let Some(last) = self.last_in else {
+            self.last_in = Some(seq);
+            self.tone_pending = false;
+            return (seq, 0);
+        };
+        let d = seq.wrapping_sub(last) as i16;
+        if d > 0 {
+            let mut skipped = 0;
+            if self.tone_pending && d > 1 && d as u16 - 1 <= MAX_TONE_SEQS {
+                skipped = d as u16 - 1;
+                self.prev_offset = self.offset;
+                self.boundary = seq;
+                self.offset = self.offset.wrapping_add(skipped);
+            }
+            self.tone_pending = false;
+            self.last_in = Some(seq);
+            (seq.wrapping_sub(self.offset), skipped)
+        } else if (seq.wrapping_sub(self.boundary) as i16) < 0 {
+            (seq.wrapping_sub(self.prev_offset), 0)
+        } else {
+            (seq.wrapping_sub(self.offset), 0)
+        }
+    }
+}
+
+/// What the engine sends into a call: the transport's writer, echo and the clip queue.
+#[derive(Default)]
+struct Outbound {
+    writer: Option<PlaybackWriter>,
+    /// Ring size of `writer`, samples (it is empty when handed over).
+    capacity: usize,
+    echo: Option<FrameConsumer<i16>>,
+    player: Player,
+}
+
+/// One call on the media thread.
+struct CallMedia {
+    pipeline: CallPipeline,
+    out: Outbound,
+    remaps: Vec<SeqRemap>,
+    max_remaps: usize,
+    tap: Option<PacketProducer>,
+    /// Output rate of the pipeline, for timeline positions at 48 kHz.
+    rate_hz: u32,
 }
 
 /// The [`MediaHandler`] the engine gives the transport.
 pub struct EngineMedia {
-    calls: HashMap<CallId, CallPipeline>,
-    /// Echo-mode calls: their mix ring and playback writer.
-    echo: HashMap<CallId, Echo>,
-    /// Playback writers of calls not (yet) in echo mode.
-    pending_writers: HashMap<CallId, PlaybackWriter>,
+    calls: HashMap<CallId, CallMedia>,
     commands: Receiver<MediaCommand>,
     events: SyncSender<MediaEvent>,
     stats: Arc<GlueStats>,
-    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for EngineMedia {
@@ -169,23 +287,41 @@ impl EngineMedia {
             commands,
             events,
             stats,
-            scratch: Vec::with_capacity(1500),
-            echo: HashMap::new(),
-            pending_writers: HashMap::new(),
         }
     }
 
-    /// Echo mode: moves the mix queued since the last call into the call's playback stream.
-    fn pump_echo(&mut self) {
-        for (call, e) in self.echo.iter_mut() {
-            if e.writer.is_none() {
-                e.writer = self.pending_writers.remove(call);
+    /// Moves queued clips and the echo mix into each call's playback stream.
+    fn pump_outbound(&mut self) {
+        let Self {
+            calls,
+            events,
+            stats,
+            ..
+        } = self;
+        for (call, c) in calls.iter_mut() {
+            let out = &mut c.out;
+            let Some(w) = out.writer.as_mut() else {
+                continue;
+            };
+            if out.player.is_active() {
+                out.player.pump(w, out.capacity, |id, outcome| {
+                    emit(
+                        events,
+                        stats,
+                        MediaEvent::PlaybackFinished {
+                            call: call.clone(),
+                            id,
+                            outcome,
+                        },
+                    );
+                });
             }
-            while let Some(frame) = e.ring.pop() {
-                if let Some(w) = e.writer.as_mut()
-                    && w.write(frame.samples()) < frame.len()
-                {
-                    self.stats.echo_dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(ring) = out.echo.as_mut() {
+                let playing = out.player.is_active();
+                while let Some(frame) = ring.pop() {
+                    if playing || w.write(frame.samples()) < frame.len() {
+                        stats.echo_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -194,70 +330,134 @@ impl EngineMedia {
     /// Applies pending commands. Called at the top of every callback.
     fn drain_commands(&mut self, now: Instant) {
         while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                MediaCommand::AddCall {
-                    call,
-                    config,
-                    wall_start,
-                    reply,
-                    echo,
-                } => {
-                    let mut p = CallPipeline::new(*config, now, wall_start);
-                    let _ = reply.send(p.stats());
-                    if echo && config.output_rate.hz() == 48_000 {
-                        // 1 s of mix queued at most; the playback ring paces it out.
-                        if let Some(ring) = p.add_sink_i16(TrackSelect::Mixed, 50) {
-                            self.echo.insert(call.clone(), Echo { ring, writer: None });
-                        }
-                    }
-                    self.calls.insert(call, p);
+            self.apply(cmd, now);
+        }
+    }
+
+    fn apply(&mut self, cmd: MediaCommand, now: Instant) {
+        match cmd {
+            MediaCommand::AddCall {
+                call,
+                config,
+                wall_start,
+                reply,
+                echo,
+            } => {
+                let mut p = CallPipeline::new(*config, now, wall_start);
+                let _ = reply.send(p.stats());
+                let mut out = Outbound::default();
+                if echo && config.output_rate.hz() == 48_000 {
+                    // 1 s of mix queued at most; the playback ring paces it out.
+                    out.echo = p.add_sink_i16(TrackSelect::Mixed, 50);
                 }
-                MediaCommand::AddSink {
+                self.calls.insert(
                     call,
-                    select,
-                    capacity,
-                    reply,
-                } => {
-                    let c = self
-                        .calls
-                        .get_mut(&call)
-                        .and_then(|p| p.add_sink_i16(select, capacity));
-                    let _ = reply.send(c);
+                    CallMedia {
+                        pipeline: p,
+                        out,
+                        remaps: Vec::new(),
+                        max_remaps: config.max_streams.max(1),
+                        tap: None,
+                        rate_hz: config.output_rate.hz(),
+                    },
+                );
+            }
+            MediaCommand::AddSink {
+                call,
+                select,
+                capacity,
+                reply,
+            } => {
+                let c = self
+                    .calls
+                    .get_mut(&call)
+                    .and_then(|c| c.pipeline.add_sink_i16(select, capacity));
+                let _ = reply.send(c);
+            }
+            MediaCommand::AddPacketTap { call, bytes, reply } => {
+                let c = self.calls.get_mut(&call).map(|c| {
+                    let (p, cons) = packet_ring(bytes);
+                    c.tap = Some(p);
+                    cons
+                });
+                let _ = reply.send(c);
+            }
+            MediaCommand::SetParticipant {
+                call,
+                ssrc,
+                participant,
+            } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.pipeline.set_participant(ssrc, participant);
                 }
-                MediaCommand::SetParticipant {
-                    call,
-                    ssrc,
-                    participant,
-                } => {
-                    if let Some(p) = self.calls.get_mut(&call) {
-                        p.set_participant(ssrc, participant);
+            }
+            MediaCommand::Play { call, clip, reply } => {
+                let res = match self.calls.get_mut(&call) {
+                    None => Err(PlaybackError::UnknownCall(call.to_string())),
+                    Some(c) if c.out.writer.is_none() => {
+                        Err(PlaybackError::NoMedia(call.to_string()))
                     }
-                }
-                MediaCommand::RemoveCall { call } => {
-                    self.echo.remove(&call);
-                    self.pending_writers.remove(&call);
-                    if let Some(mut p) = self.calls.remove(&call) {
-                        p.poll(now);
-                        forward_events(&self.events, &self.stats, &call, &mut p, now);
-                    }
+                    Some(c) => c.out.player.enqueue(*clip).map_err(|(e, _)| e),
+                };
+                let _ = reply.send(res);
+            }
+            MediaCommand::StopPlayback { call, reply } => {
+                let Self {
+                    calls,
+                    events,
+                    stats,
+                    ..
+                } = self;
+                let n = calls.get_mut(&call).map(|c| {
+                    c.out.player.clear(PlaybackOutcome::Stopped, |id, outcome| {
+                        emit(
+                            events,
+                            stats,
+                            MediaEvent::PlaybackFinished {
+                                call: call.clone(),
+                                id,
+                                outcome,
+                            },
+                        );
+                    })
+                });
+                let _ = reply.send(n);
+            }
+            MediaCommand::RemoveCall { call } => {
+                if let Some(mut c) = self.calls.remove(&call) {
+                    c.out
+                        .player
+                        .clear(PlaybackOutcome::CallEnded, |id, outcome| {
+                            emit(
+                                &self.events,
+                                &self.stats,
+                                MediaEvent::PlaybackFinished {
+                                    call: call.clone(),
+                                    id,
+                                    outcome,
+                                },
+                            );
+                        });
+                    c.pipeline.poll(now);
+                    forward_events(&self.events, &self.stats, &call, &mut c.pipeline, now);
                 }
             }
         }
     }
 
-    /// Runs the time-driven work of every call (play-out, mixing).
+    /// Runs the time-driven work of every call (play-out, mixing, playback).
     pub fn tick(&mut self, now: Instant) {
         self.drain_commands(now);
-        self.pump_echo();
+        self.pump_outbound();
         let Self {
             calls,
             events,
             stats,
             ..
         } = self;
-        for (k, p) in calls.iter_mut() {
-            p.poll(now);
-            forward_events(events, stats, k, p, now);
+        for (k, c) in calls.iter_mut() {
+            c.pipeline.poll(now);
+            forward_events(events, stats, k, &mut c.pipeline, now);
         }
     }
 
@@ -287,34 +487,65 @@ impl MediaHandler for EngineMedia {
             calls,
             events,
             stats,
-            scratch,
             ..
         } = self;
-        let Some(p) = calls.get_mut(packet.call) else {
+        let Some(c) = calls.get_mut(packet.call) else {
             stats.packets_unknown_call.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        // The transport hands over parsed fields; the pipeline's ingest seam takes RTP bytes
-        // (the form every adapter has). Rebuild a minimal header in a reused buffer.
-        scratch.clear();
-        scratch.push(0x80);
-        scratch.push((u8::from(packet.marker) << 7) | (packet.payload_type & 0x7f));
-        scratch.extend_from_slice(&packet.sequence.to_be_bytes());
-        scratch.extend_from_slice(&packet.timestamp.to_be_bytes());
-        scratch.extend_from_slice(&packet.ssrc.0.to_be_bytes());
-        scratch.extend_from_slice(packet.payload);
-        if p.ingest_rtp(now, scratch).is_err() {
+        let seq = match c.remaps.iter_mut().find(|r| r.ssrc == packet.ssrc.0) {
+            Some(r) => {
+                let (seq, skipped) = r.map(packet.sequence);
+                if skipped > 0 {
+                    stats
+                        .tone_seqs_skipped
+                        .fetch_add(u64::from(skipped), Ordering::Relaxed);
+                }
+                seq
+            }
+            None => {
+                if c.remaps.len() < c.max_remaps {
+                    let mut r = SeqRemap::new(packet.ssrc.0);
+                    r.map(packet.sequence);
+                    c.remaps.push(r);
+                }
+                packet.sequence
+            }
+        };
+        if let Some(tap) = c.tap.as_mut() {
+            let pos = c.pipeline.position_at(now).0 * 48_000 / u64::from(c.rate_hz.max(1));
+            if !tap.push(
+                packet.ssrc.0,
+                packet.timestamp,
+                packet.sequence,
+                pos,
+                packet.payload,
+            ) {
+                stats.ogg_packets_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let pkt = RtpPacket {
+            marker: packet.marker,
+            payload_type: PayloadType(packet.payload_type),
+            seq: SeqNo(seq),
+            timestamp: RtpTimestamp(packet.timestamp),
+            ssrc: Ssrc(packet.ssrc.0),
+            payload: packet.payload,
+        };
+        if c.pipeline.ingest_rtp_packet(now, &pkt).is_err() {
             stats.packets_refused.fetch_add(1, Ordering::Relaxed);
         }
-        p.poll(now);
-        forward_events(events, stats, packet.call, p, now);
+        c.pipeline.poll(now);
+        forward_events(events, stats, packet.call, &mut c.pipeline, now);
     }
 
     fn on_playback_ready(&mut self, _session: SessionId, call: &CallId, writer: PlaybackWriter) {
         self.drain_commands(Instant::now());
         // Bounded by the calls that exist: a writer for an unknown call is dropped.
-        if self.calls.contains_key(call) {
-            self.pending_writers.insert(call.clone(), writer);
+        if let Some(c) = self.calls.get_mut(call) {
+            c.out.capacity = writer.vacant();
+            c.out.writer = Some(writer);
+            self.emit(MediaEvent::PlaybackReady { call: call.clone() });
         }
     }
 
@@ -323,12 +554,17 @@ impl MediaHandler for EngineMedia {
     }
 
     fn on_tone(&mut self, tone: &ToneEvent) {
+        if let Some(c) = self.calls.get_mut(&tone.call)
+            && let Some(r) = c.remaps.iter_mut().find(|r| r.ssrc == tone.ssrc.0)
+        {
+            r.tone_pending = true;
+        }
         self.emit(MediaEvent::Tone(tone.clone()));
     }
 
     fn on_sender_report(&mut self, _session: SessionId, call: &CallId, report: &SenderReportInfo) {
         // Re-serialize as a minimal RTCP SR so the pipeline's one ingest seam sees it.
-        let Some(p) = self.calls.get_mut(call) else {
+        let Some(c) = self.calls.get_mut(call) else {
             return;
         };
         let mut sr = [0u8; 28];
@@ -339,7 +575,7 @@ impl MediaHandler for EngineMedia {
         sr[8..16].copy_from_slice(&report.ntp_time.to_be_bytes());
         sr[16..20].copy_from_slice(&report.rtp_time.to_be_bytes());
         sr[20..24].copy_from_slice(&report.packet_count.to_be_bytes());
-        let _ = p.ingest_rtcp(Instant::now(), &sr);
+        let _ = c.pipeline.ingest_rtcp(Instant::now(), &sr);
     }
 
     fn on_session_closed(&mut self, _session: SessionId, call: &CallId, reason: CloseReason) {
@@ -385,5 +621,28 @@ fn forward_events(
             _ => continue,
         };
         emit(events, stats, ev);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tone_sequence_numbers_are_not_audio_loss() {
+        let mut r = SeqRemap::new(1);
+        assert_eq!(r.map(65_534), (65_534, 0));
+        assert_eq!(r.map(65_535), (65_535, 0));
+        // A real gap with no tone stays a gap (loss).
+        assert_eq!(r.map(1), (1, 0));
+        // A tone of 4 packets (seq 2..=5), then audio resumes at 6 -> 2.
+        r.tone_pending = true;
+        assert_eq!(r.map(6), (2, 4));
+        assert_eq!(r.map(7), (3, 0));
+        // Reordered packet from before the tone keeps the old offset.
+        assert_eq!(r.map(0), (0, 0));
+        // Too long a run after a tone is loss, not tone.
+        r.tone_pending = true;
+        assert_eq!(r.map(7 + MAX_TONE_SEQS + 2), (7 + MAX_TONE_SEQS + 2 - 4, 0));
     }
 }

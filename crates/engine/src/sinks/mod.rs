@@ -1,6 +1,7 @@
 //! Sinks: where frames go after the media pipeline (recorder, transcription streamer, app code).
 
 pub mod ogg;
+pub mod packet_ring;
 pub mod recorder;
 pub mod runner;
 pub mod transcription;
