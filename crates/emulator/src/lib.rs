@@ -33,6 +33,9 @@ pub mod clock;
 pub mod graph_error;
 pub mod identity;
 pub mod jwt;
+/// The load generator and benchmark report (behind the `webrtc` feature).
+#[cfg(feature = "webrtc")]
+pub mod loadgen;
 pub mod media;
 pub mod notify;
 pub mod scenario;
@@ -551,6 +554,13 @@ impl EmulatorHandle {
     /// The emulator's current time (epoch ms).
     pub fn now_ms(&self) -> u64 {
         self.shared.clock.now_ms()
+    }
+
+    /// A notification bearer token for `app_id` in `tenant_id`, signed with the current
+    /// notification key exactly as deliveries are (the load generator's webhook phase sends
+    /// it; like Graph, one token serves many deliveries).
+    pub fn notification_token(&self, app_id: &str, tenant_id: &str) -> String {
+        notify::Signer::new(self.shared.notif_keys.clone()).token(app_id, tenant_id)
     }
 
     /// Rotates the notification signing key; returns the new `kid`. May take seconds once the

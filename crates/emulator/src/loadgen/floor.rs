@@ -1,0 +1,127 @@
+//! The floor: bare libopus decode of the same packets, on one pinned core.
+//!
+//! What a bot cannot avoid doing per stream is decoding its Opus; everything else (SRTP,
+//! jitter buffer, resampling, rings, files) is overhead measured against this. The decode runs
+//! on its own thread pinned to the bot's core (while the bot is idle) and is timed with that
+//! thread's CPU clock, so the figure is CPU time, not wall time.
+
+use serde::Serialize;
+
+use super::replay::{FRAME_SAMPLES, Packets};
+
+/// Result of the floor measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    /// Packets decoded.
+    pub packets: u64,
+    /// Thread CPU seconds spent.
+    pub cpu_secs: f64,
+    /// CPU per packet, microseconds.
+    pub us_per_packet: f64,
+    /// Fraction of one core per 50-packet/s stream.
+    pub cores_per_stream: f64,
+    /// Streams one core could decode at this cost.
+    pub streams_per_core: f64,
+    /// The CPU it ran on, when pinning worked.
+    pub cpu: Option<usize>,
+}
+
+/// Decodes `packets` in a loop for about `budget` of CPU time on a thread pinned to `cpu`,
+/// with one decoder per simulated stream (`streams` decoders in turn, as a bot holds them).
+///
+/// # Errors
+/// libopus refused to create a decoder, or the thread could not start.
+pub fn measure(
+    packets: &Packets,
+    cpu: Option<usize>,
+    streams: usize,
+    budget: std::time::Duration,
+) -> Result<Floor, String> {
+    let frames = packets.frames.clone();
+    let streams = streams.max(1);
+    let handle = std::thread::Builder::new()
+        .name("floor-decode".into())
+        .spawn(move || -> Result<Floor, String> {
+            let pinned = cpu.filter(|c| super::procfs::pin_thread(0, *c).is_ok());
+            let mut decoders = (0..streams)
+                .map(|_| opus::Decoder::new(48_000, opus::Channels::Mono))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("opus decoder: {e}"))?;
+            let mut pcm = vec![0i16; FRAME_SAMPLES * 6];
+            let start = thread_cpu_secs();
+            let mut n: u64 = 0;
+            let mut idx = 0usize;
+            loop {
+                // Each decoder advances through the packets with its own offset, as streams do.
+                for (i, d) in decoders.iter_mut().enumerate() {
+                    let p = &frames[(idx + i * 7) % frames.len()];
+                    let _ = d.decode(p, &mut pcm, false);
+                    n += 1;
+                }
+                idx += 1;
+                if n.is_multiple_of(512) && thread_cpu_secs() - start >= budget.as_secs_f64() {
+                    break;
+                }
+                if idx > 10_000_000 {
+                    break;
+                }
+            }
+            let cpu_secs = (thread_cpu_secs() - start).max(1e-9);
+            let us = cpu_secs * 1e6 / n.max(1) as f64;
+            Ok(Floor {
+                packets: n,
+                cpu_secs,
+                us_per_packet: us,
+                cores_per_stream: us * 50.0 / 1e6,
+                streams_per_core: 1e6 / (us * 50.0),
+                cpu: pinned,
+            })
+        })
+        .map_err(|e| format!("floor thread: {e}"))?;
+    handle
+        .join()
+        .map_err(|_| "floor thread panicked".to_string())?
+}
+
+/// CPU time of the calling thread, seconds.
+pub fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec; the call only writes it.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// CPU time of this whole process, seconds.
+pub fn process_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as above.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn floor_decodes_and_reports_consistent_units() {
+        let p = Packets::encode_speech(5, 1, 32_000).unwrap();
+        let f = measure(&p, None, 4, std::time::Duration::from_millis(30)).unwrap();
+        assert!(f.packets >= 512);
+        assert!(f.us_per_packet > 0.0);
+        assert!((f.cores_per_stream * f.streams_per_core - 1.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,984 @@
+//! The load test's result: `result.json` (every number), `report.md` (tables), SVG plots and
+//! `report.html` (both together).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::LoadtestArgs;
+use super::floor::Floor;
+use super::peer::PeerResult;
+use super::procfs::CpuUse;
+use super::prom::Histogram;
+use super::webhook::Blast;
+
+/// Version of the JSON layout.
+pub const SCHEMA: &str = "mediabot-loadtest/1";
+
+/// Processing p99 at or above this breaks a step (seconds).
+pub const PROCESSING_P99_LIMIT: f64 = 0.002;
+/// Bot CPU at or above this (cores) counts as saturated.
+pub const CPU_SATURATED: f64 = 0.95;
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadtestReport {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// When (RFC 3339).
+    pub generated_at: String,
+    /// The machine and the software.
+    pub machine: Machine,
+    /// How the run was set up.
+    pub settings: Settings,
+    /// The replayed packets.
+    pub packets: PacketInfo,
+    /// Bot RSS with no call, KiB.
+    pub idle_rss_kib: Option<u64>,
+    /// The webhook phase.
+    pub webhook: Option<WebhookResult>,
+    /// The sweep, in order.
+    pub steps: Vec<StepResult>,
+    /// The first broken step.
+    pub knee: Option<Knee>,
+    /// Bare libopus decode of the same packets.
+    pub floor: Option<Floor>,
+    /// The independent receiver (aiortc), per stream count.
+    pub peers: Vec<PeerResult>,
+    /// Each target of issue 7 against what was measured.
+    pub targets: Vec<TargetCheck>,
+    /// Warnings and failures of parts of the run.
+    pub notes: Vec<String>,
+}
+
+/// Facts about the machine and build.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPU model name.
+    pub cpu_model: String,
+    /// CPUs online.
+    pub cpus: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// `rustc -V`, when rustc is on the PATH.
+    pub rustc: Option<String>,
+    /// `git rev-parse HEAD` of the working directory, when it is a checkout.
+    pub git_commit: Option<String>,
+    /// `mediabot version` of the bot under test.
+    pub bot_version: Option<String>,
+    /// Total memory, KiB.
+    pub mem_total_kib: Option<u64>,
+}
+
+impl Machine {
+    /// Reads `/proc` and asks rustc and git.
+    pub fn detect(bot_version: Option<String>) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map_or_else(|| "unknown".into(), |s| s.trim().to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            cpu_model,
+            cpus: super::procfs::cpus_online(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned()),
+            rustc: super::command_line("rustc", &["-V"]),
+            git_commit: super::command_line("git", &["rev-parse", "HEAD"]),
+            bot_version,
+            mem_total_kib: meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
+/// The run's settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Steps (streams).
+    pub streams: Vec<usize>,
+    /// Speakers per call.
+    pub speakers_per_call: usize,
+    /// Ramp seconds.
+    pub ramp_secs: f64,
+    /// Steady seconds.
+    pub steady_secs: f64,
+    /// Bot CPU (None: not pinned).
+    pub bot_cpu: Option<usize>,
+    /// Generator CPU (None: not pinned).
+    pub generator_cpu: Option<usize>,
+    /// Local (spawned) bot or remote.
+    pub local_bot: bool,
+    /// Webhook connections.
+    pub webhook_connections: usize,
+    /// Webhook seconds.
+    pub webhook_secs: f64,
+    /// What the bot does with each stream.
+    pub bot_work: String,
+}
+
+impl Settings {
+    /// From the arguments and the pinning that took effect.
+    pub fn from_args(
+        a: &LoadtestArgs,
+        bot_cpu: Option<usize>,
+        generator_cpu: Option<usize>,
+        local_bot: bool,
+    ) -> Self {
+        Self {
+            streams: a.streams.clone(),
+            speakers_per_call: a.speakers,
+            ramp_secs: a.ramp_secs,
+            steady_secs: a.steady_secs,
+            bot_cpu,
+            generator_cpu,
+            local_bot,
+            webhook_connections: a.webhook_connections,
+            webhook_secs: a.webhook_secs,
+            bot_work: "WHIP/DTLS-SRTP in, jitter buffer, Opus decode, 48 kHz per-speaker WAV recording to disk, 16 kHz per-speaker transcription feed to files".into(),
+        }
+    }
+}
+
+/// The replayed packets.
+#[derive(Debug, Clone, Serialize)]
+pub struct PacketInfo {
+    /// Packets in the loop.
+    pub count: usize,
+    /// Mean Opus payload, bytes.
+    pub mean_bytes: f64,
+    /// Encoder bitrate, bit/s.
+    pub bitrate: i32,
+    /// Seconds of speech in the loop.
+    pub seconds: u64,
+}
+
+/// Percentiles from a histogram (seconds), with the bucket each fell in.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencySummary {
+    /// Observations.
+    pub count: f64,
+    /// Mean (exact, from `_sum`/`_count`).
+    pub mean: Option<f64>,
+    /// p50 estimate.
+    pub p50: Option<f64>,
+    /// p90 estimate.
+    pub p90: Option<f64>,
+    /// p99 estimate.
+    pub p99: Option<f64>,
+    /// p99.9 estimate.
+    pub p999: Option<f64>,
+    /// The bucket p99 fell in (low, high); high is null above the last finite bound.
+    pub p99_bucket: Option<(f64, f64)>,
+    /// The histogram's finite bucket bounds.
+    pub bounds: Vec<f64>,
+}
+
+impl LatencySummary {
+    /// Summarizes a (windowed) histogram.
+    pub fn from_hist(h: &Histogram) -> Self {
+        let q = |x: f64| h.quantile(x).map(|e| e.value);
+        Self {
+            count: h.count,
+            mean: h.mean(),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            p99_bucket: h.quantile(0.99).map(|e| (e.bucket_low, e.bucket_high)),
+            bounds: h
+                .buckets
+                .iter()
+                .map(|b| b.0)
+                .filter(|b| b.is_finite())
+                .collect(),
+        }
+    }
+}
+
+/// Call setup of one step.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallSetup {
+    /// Calls with a first frame.
+    pub calls: usize,
+    /// Join (operator API) to first audio frame in the bot, as the bot measured it: p50, ms.
+    pub first_frame_p50_ms: Option<f64>,
+    /// p90, ms.
+    pub first_frame_p90_ms: Option<f64>,
+    /// Largest, ms.
+    pub first_frame_max_ms: Option<f64>,
+    /// The join request's round trip seen by the generator: p50, ms.
+    pub join_request_p50_ms: Option<f64>,
+    /// The bot's `mediabot_call_setup_seconds` over the step.
+    pub histogram: Option<LatencySummary>,
+}
+
+impl CallSetup {
+    /// From sorted per-call figures.
+    pub fn from_sorted(setup_ms: &[f64], join_ms: &[f64], hist: Option<LatencySummary>) -> Self {
+        let pick = |v: &[f64], q: f64| {
+            if v.is_empty() {
+                None
+            } else {
+                let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+                Some(v[i])
+            }
+        };
+        Self {
+            calls: setup_ms.len(),
+            first_frame_p50_ms: pick(setup_ms, 0.5),
+            first_frame_p90_ms: pick(setup_ms, 0.9),
+            first_frame_max_ms: setup_ms.last().copied(),
+            join_request_p50_ms: pick(join_ms, 0.5),
+            histogram: hist,
+        }
+    }
+}
+
+/// Per-stream counters summed over a step's calls (from the bot's operator API at call end).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MediaCounters {
+    /// Calls whose final counters were read.
+    pub calls_reported: usize,
+    /// Streams reported.
+    pub streams: usize,
+    /// Packets the generator sent on those calls.
+    pub generator_sent: u64,
+    /// Packets the bot received.
+    pub received: u64,
+    /// Packets the bot counted lost.
+    pub lost: u64,
+    /// Frames concealed.
+    pub concealed: u64,
+    /// Packets recovered by FEC.
+    pub fec_recovered: u64,
+    /// Packets too late.
+    pub late: u64,
+    /// Duplicates.
+    pub duplicate: u64,
+    /// Frames dropped at a full sink ring.
+    pub dropped_at_ring: u64,
+    /// Frames produced.
+    pub frames_out: u64,
+    /// Fewest frames any stream produced.
+    pub min_frames_per_stream: Option<f64>,
+}
+
+/// One step of the sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    /// Streams asked for.
+    pub streams_target: usize,
+    /// Calls.
+    pub calls: usize,
+    /// Speakers per call.
+    pub speakers_per_call: usize,
+    /// Calls the bot joined.
+    pub calls_joined: usize,
+    /// Streams whose WHIP session connected.
+    pub streams_connected: usize,
+    /// Join failures.
+    pub join_errors: Vec<String>,
+    /// Media failures so far (all steps).
+    pub media_failures: Vec<String>,
+    /// Length of the steady window, s.
+    pub steady_secs: f64,
+    /// Bot CPU in the steady window.
+    pub bot_cpu: Option<CpuUse>,
+    /// Bot cores per connected stream.
+    pub bot_cores_per_stream: Option<f64>,
+    /// Bot RSS at the end of the steady window, KiB.
+    pub rss_kib: Option<u64>,
+    /// (RSS steady − RSS idle) / streams, KiB.
+    pub rss_per_stream_kib: Option<f64>,
+    /// Generator CPU (cores) in the steady window.
+    pub generator_cores: f64,
+    /// Generator CPU per packet sent, µs.
+    pub generator_us_per_packet: Option<f64>,
+    /// Packets per second sent in the steady window.
+    pub generator_packets_per_sec: f64,
+    /// Packets the generator could not hand to a session (loss it caused).
+    pub generator_refused: u64,
+    /// Packets sent over 10 ms late (the generator fell behind).
+    pub generator_late: u64,
+    /// Largest lateness, ms.
+    pub generator_max_late_ms: f64,
+    /// The bot's per-stream counters.
+    pub media: MediaCounters,
+    /// The bot's Prometheus loss/drop counters over the step (name → increase).
+    pub counters: BTreeMap<String, f64>,
+    /// Per-frame latency histograms over the steady window; null when the bot does not
+    /// export that histogram.
+    pub latency: BTreeMap<String, Option<LatencySummary>>,
+    /// Join to first frame.
+    pub setup: CallSetup,
+    /// Why this step counts as broken (empty: it held).
+    pub broken: Vec<String>,
+}
+
+impl StepResult {
+    /// The knee rules: ring drops, processing p99 ≥ 2 ms, loss the generator did not cause,
+    /// CPU saturation, streams that did not connect.
+    pub fn judge(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        let ring = self.media.dropped_at_ring
+            + self
+                .counters
+                .iter()
+                .filter(|(k, _)| k.contains("ring") && k.contains("drop"))
+                .map(|(_, v)| *v as u64)
+                .sum::<u64>();
+        if ring > 0 {
+            why.push(format!("{ring} frames dropped at sink rings"));
+        }
+        if let Some(Some(p)) = self.latency.get(super::FRAME_HISTOGRAMS[0])
+            && let Some(p99) = p.p99
+            && p99 >= PROCESSING_P99_LIMIT
+        {
+            why.push(format!(
+                "frame processing p99 {:.2} ms ≥ 2 ms",
+                p99 * 1000.0
+            ));
+        }
+        let generator_clean = self.generator_refused == 0 && self.generator_late == 0;
+        if self.media.lost > 0 && generator_clean {
+            why.push(format!(
+                "{} packets lost that the generator sent on time",
+                self.media.lost
+            ));
+        } else if self.media.lost > 0 {
+            why.push(format!(
+                "{} packets lost while the generator itself fell behind ({} refused, {} late): generator-bound",
+                self.media.lost, self.generator_refused, self.generator_late
+            ));
+        }
+        if let Some(c) = &self.bot_cpu
+            && c.process_cores >= CPU_SATURATED
+        {
+            why.push(format!(
+                "bot CPU saturated ({:.0}% of a core)",
+                c.process_cores * 100.0
+            ));
+        }
+        if self.streams_connected < self.streams_target.min(self.calls * self.speakers_per_call) {
+            why.push(format!(
+                "only {} of {} streams connected",
+                self.streams_connected, self.streams_target
+            ));
+        }
+        if !self.join_errors.is_empty() {
+            why.push(format!("{} joins failed", self.join_errors.len()));
+        }
+        why
+    }
+}
+
+/// The knee of the sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct Knee {
+    /// Streams of the first broken step.
+    pub streams: usize,
+    /// Why it broke.
+    pub reasons: Vec<String>,
+}
+
+/// The webhook phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookResult {
+    /// The client's view.
+    pub blast: Blast,
+    /// Size of each notification body, bytes.
+    pub body_bytes: usize,
+    /// How the token was used.
+    pub token_reuse: String,
+    /// Bot CPU during the blast (cores).
+    pub bot_cpu_cores: Option<f64>,
+    /// Notifications per second per core of bot CPU.
+    pub per_bot_core: Option<f64>,
+    /// Generator CPU during the blast (cores).
+    pub generator_cpu_cores: f64,
+    /// The bot's own `mediabot_webhook_seconds` over the blast.
+    pub server_latency: Option<LatencySummary>,
+}
+
+/// One target of issue 7.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    /// What.
+    pub name: String,
+    /// The target, in words.
+    pub target: String,
+    /// What was measured, in words.
+    pub measured: String,
+    /// Met, missed, or not measured (null).
+    pub met: Option<bool>,
+}
+
+impl LoadtestReport {
+    /// Fills [`LoadtestReport::targets`].
+    pub fn evaluate(&mut self) {
+        // The peer's CPU per stream against mediabot's at the nearest held step.
+        for p in &mut self.peers {
+            p.ratio_to_bot = self
+                .steps
+                .iter()
+                .filter(|s| s.bot_cores_per_stream.is_some())
+                .min_by_key(|s| s.streams_connected.abs_diff(p.streams))
+                .and_then(|s| s.bot_cores_per_stream)
+                .filter(|b| *b > 0.0)
+                .map(|b| p.cores_per_stream / b);
+        }
+        let mut t = Vec::new();
+        // 500 streams on one core.
+        let at500 = self.steps.iter().find(|s| s.streams_target >= 500);
+        let best = self
+            .steps
+            .iter()
+            .filter(|s| s.broken.is_empty())
+            .map(|s| s.streams_connected)
+            .max();
+        t.push(TargetCheck {
+            name: "streams per core".into(),
+            target: "≥ 500 inbound streams on one core, zero ring drops, processing p99 < 2 ms"
+                .into(),
+            measured: match (at500, &self.knee) {
+                (Some(s), _) if s.broken.is_empty() => format!(
+                    "{} streams held (bot {:.0}% CPU); knee {}",
+                    s.streams_connected,
+                    s.bot_cpu.as_ref().map_or(0.0, |c| c.process_cores * 100.0),
+                    self.knee.as_ref().map_or("not reached".into(), |k| format!(
+                        "at {} streams",
+                        k.streams
+                    ))
+                ),
+                (_, Some(k)) => format!(
+                    "broke at {} streams ({}); best held: {}",
+                    k.streams,
+                    k.reasons.join("; "),
+                    best.map_or("none".into(), |b| b.to_string())
+                ),
+                _ => "no step of 500 streams run".into(),
+            },
+            met: at500.map(|s| s.broken.is_empty()),
+        });
+        // CPU per stream vs the floor.
+        let ref_step = at500
+            .filter(|s| s.broken.is_empty())
+            .or_else(|| self.steps.iter().rev().find(|s| s.broken.is_empty()));
+        let ratio = match (ref_step.and_then(|s| s.bot_cores_per_stream), &self.floor) {
+            (Some(b), Some(f)) if f.cores_per_stream > 0.0 => Some(b / f.cores_per_stream),
+            _ => None,
+        };
+        t.push(TargetCheck {
+            name: "CPU per stream vs bare decode".into(),
+            target: "≤ 1.5x the bare libopus decode floor".into(),
+            measured: match (ratio, ref_step, &self.floor) {
+                (Some(r), Some(s), Some(f)) => format!(
+                    "{r:.2}x at {} streams ({:.3}% vs {:.3}% of a core per stream)",
+                    s.streams_connected,
+                    s.bot_cores_per_stream.unwrap_or(0.0) * 100.0,
+                    f.cores_per_stream * 100.0
+                ),
+                _ => "not measured".into(),
+            },
+            met: ratio.map(|r| r <= 1.5),
+        });
+        let mem = ref_step.and_then(|s| s.rss_per_stream_kib);
+        t.push(TargetCheck {
+            name: "memory per stream".into(),
+            target: "≤ 512 KiB per stream in steady state".into(),
+            measured: match (mem, ref_step) {
+                (Some(m), Some(s)) => {
+                    format!("{m:.0} KiB at {} streams", s.streams_connected)
+                }
+                _ => "not measured".into(),
+            },
+            met: mem.map(|m| m <= 512.0),
+        });
+        let wh = self.webhook.as_ref();
+        let rate = wh.and_then(|w| w.per_bot_core);
+        let p99 = wh.map(|w| w.blast.latency_ms[2]);
+        t.push(TargetCheck {
+            name: "webhook".into(),
+            target: "≥ 5,000 verified notifications/s per core, p99 < 5 ms".into(),
+            measured: match wh {
+                Some(w) => format!(
+                    "{:.0}/s sent ({:.0}/s per bot core at {:.0}% bot CPU), client p99 {:.2} ms",
+                    w.blast.per_sec,
+                    rate.unwrap_or(0.0),
+                    w.bot_cpu_cores.unwrap_or(0.0) * 100.0,
+                    w.blast.latency_ms[2]
+                ),
+                None => "not measured".into(),
+            },
+            met: match (rate, p99) {
+                (Some(r), Some(p)) => Some(r >= 5000.0 && p < 5.0),
+                _ => None,
+            },
+        });
+        let setup = self
+            .steps
+            .iter()
+            .find(|s| s.setup.first_frame_p50_ms.is_some())
+            .and_then(|s| s.setup.first_frame_p50_ms.map(|p| (p, s.streams_target)));
+        t.push(TargetCheck {
+            name: "call setup".into(),
+            target: "join → first frame in sink, p50 < 300 ms on loopback".into(),
+            measured: setup.map_or("not measured".into(), |(p, n)| {
+                format!("p50 {p:.0} ms (step of {n} streams)")
+            }),
+            met: setup.map(|(p, _)| p < 300.0),
+        });
+        self.targets = t;
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("–".into(), |x| format!("{:.2}", x * 1000.0))
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |x| format!("{x:.digits$}"))
+}
+
+/// The Markdown report.
+pub fn markdown(r: &LoadtestReport) -> String {
+    let mut o = String::new();
+    let m = &r.machine;
+    let _ = writeln!(o, "# mediabot load test\n");
+    let _ = writeln!(
+        o,
+        "{} · {} × {} · kernel {} · {} · commit {} · bot {}\n",
+        r.generated_at,
+        m.cpus,
+        m.cpu_model,
+        m.kernel,
+        m.rustc.as_deref().unwrap_or("rustc ?"),
+        m.git_commit
+            .as_deref()
+            .map_or("?", |c| &c[..c.len().min(10)]),
+        m.bot_version.as_deref().unwrap_or("?")
+    );
+    let s = &r.settings;
+    let _ = writeln!(
+        o,
+        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
+        s.bot_cpu.map_or("–".into(), |c| c.to_string()),
+        s.generator_cpu.map_or("–".into(), |c| c.to_string()),
+        s.speakers_per_call,
+        s.ramp_secs,
+        s.steady_secs,
+        s.bot_work,
+        r.packets.count,
+        r.packets.bitrate,
+        r.packets.mean_bytes
+    );
+    let _ = writeln!(o, "## Targets\n");
+    let _ = writeln!(o, "| target | goal | measured | |\n|---|---|---|---|");
+    for t in &r.targets {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            t.name,
+            t.target,
+            t.measured,
+            match t.met {
+                Some(true) => "met",
+                Some(false) => "**missed**",
+                None => "not measured",
+            }
+        );
+    }
+    let _ = writeln!(o, "\n## Sweep\n");
+    let _ = writeln!(
+        o,
+        "| streams | calls | bot CPU % | CPU/stream % | × floor | media thread % | RSS MiB | KiB/stream | gen CPU % | gen µs/pkt | received | lost | concealed | ring drops | frames/stream min | setup p50 ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let floor = r.floor.as_ref().map(|f| f.cores_per_stream);
+    for st in &r.steps {
+        let cpu = st.bot_cpu.as_ref();
+        let media_thread = cpu.and_then(|c| c.threads.get("mediabot-udp").copied());
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            st.streams_connected,
+            st.calls_joined,
+            opt(cpu.map(|c| c.process_cores * 100.0), 1),
+            opt(st.bot_cores_per_stream.map(|c| c * 100.0), 3),
+            opt(
+                st.bot_cores_per_stream
+                    .zip(floor)
+                    .map(|(b, f)| b / f.max(1e-12)),
+                2
+            ),
+            opt(media_thread.map(|c| c * 100.0), 1),
+            opt(st.rss_kib.map(|k| k as f64 / 1024.0), 1),
+            opt(st.rss_per_stream_kib, 0),
+            st.generator_cores * 100.0,
+            opt(st.generator_us_per_packet, 1),
+            st.media.received,
+            st.media.lost,
+            st.media.concealed,
+            st.media.dropped_at_ring,
+            opt(st.media.min_frames_per_stream, 0),
+            opt(st.setup.first_frame_p50_ms, 0),
+            if st.broken.is_empty() {
+                "held".to_owned()
+            } else {
+                format!("**broke**: {}", st.broken.join("; "))
+            }
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n## Per-frame latency (steady window, from the bot's histograms; ms)\n"
+    );
+    let _ = writeln!(
+        o,
+        "| streams | histogram | count | mean | p50 | p90 | p99 | p99 bucket |\n|---|---|---|---|---|---|---|---|"
+    );
+    for st in &r.steps {
+        for (name, v) in &st.latency {
+            match v {
+                Some(l) => {
+                    let _ = writeln!(
+                        o,
+                        "| {} | `{}` | {:.0} | {} | {} | {} | {} | {} |",
+                        st.streams_connected,
+                        name,
+                        l.count,
+                        ms(l.mean),
+                        ms(l.p50),
+                        ms(l.p90),
+                        ms(l.p99),
+                        l.p99_bucket.map_or("–".into(), |(a, b)| format!(
+                            "{:.2}–{}",
+                            a * 1000.0,
+                            if b.is_finite() {
+                                format!("{:.2}", b * 1000.0)
+                            } else {
+                                "∞".into()
+                            }
+                        ))
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        o,
+                        "| {} | `{}` | not exported by this bot | | | | | |",
+                        st.streams_connected, name
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(o, "\n## Threads of the bot (steady window, % of a core)\n");
+    for st in &r.steps {
+        if let Some(c) = &st.bot_cpu {
+            let mut v: Vec<(&String, &f64)> = c.threads.iter().collect();
+            v.sort_by(|a, b| b.1.total_cmp(a.1));
+            let list: Vec<String> = v
+                .iter()
+                .filter(|(_, x)| **x > 0.0005)
+                .map(|(k, x)| format!("{k} {:.1}", *x * 100.0))
+                .collect();
+            let _ = writeln!(o, "- {} streams: {}", st.streams_connected, list.join(", "));
+        }
+    }
+    if let Some(w) = &r.webhook {
+        let _ = writeln!(o, "\n## Webhook\n");
+        let b = &w.blast;
+        let _ = writeln!(
+            o,
+            "{} connections, {:.1} s: {} accepted, {} failed{}; **{:.0}/s**, bot CPU {}% → **{}/s per bot core**; client latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; bot-side `mediabot_webhook_seconds` p50 {} ms, p99 {} ms. Body {} B. Token: {}.",
+            b.connections,
+            b.secs,
+            b.accepted,
+            b.failed,
+            b.first_failure
+                .as_ref()
+                .map_or(String::new(), |f| format!(" (first: {f})")),
+            b.per_sec,
+            opt(w.bot_cpu_cores.map(|c| c * 100.0), 0),
+            opt(w.per_bot_core, 0),
+            b.latency_ms[0],
+            b.latency_ms[1],
+            b.latency_ms[2],
+            b.latency_ms[3],
+            ms(w.server_latency.as_ref().and_then(|l| l.p50)),
+            ms(w.server_latency.as_ref().and_then(|l| l.p99)),
+            w.body_bytes,
+            w.token_reuse
+        );
+    }
+    let _ = writeln!(o, "\n## Baselines (same packets)\n");
+    if let Some(f) = &r.floor {
+        let _ = writeln!(
+            o,
+            "- Floor, bare libopus decode ({} packets on CPU {}): {:.2} µs per packet = {:.3}% of a core per stream = {:.0} streams per core.",
+            f.packets,
+            f.cpu.map_or("unpinned".into(), |c| c.to_string()),
+            f.us_per_packet,
+            f.cores_per_stream * 100.0,
+            f.streams_per_core
+        );
+    }
+    for p in &r.peers {
+        let _ = writeln!(
+            o,
+            "- {}: {} streams, CPU {:.1}% = {:.3}% per stream ({} vs mediabot at a similar count), {} frames decoded ({:.1}/s per stream){}",
+            p.peer,
+            p.streams,
+            p.cpu_cores * 100.0,
+            p.cores_per_stream * 100.0,
+            p.ratio_to_bot
+                .map_or("no bot step to compare".into(), |x| format!(
+                    "{x:.2}x mediabot"
+                )),
+            p.frames,
+            p.frames_per_stream_per_sec,
+            p.error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" — {e}"))
+        );
+    }
+    if !r.notes.is_empty() {
+        let _ = writeln!(o, "\n## Notes\n");
+        for n in &r.notes {
+            let _ = writeln!(o, "- {}", n.replace('\n', " "));
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nPercentiles from histograms are interpolated inside their bucket; the p99 bucket column gives the resolution. CPU from /proc in clock ticks (10 ms)."
+    );
+    o
+}
+
+/// The three plots as SVG text: (file name, svg).
+pub fn plots(r: &LoadtestReport) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let xs: Vec<f64> = r.steps.iter().map(|s| s.streams_connected as f64).collect();
+    let cpu: Vec<(f64, f64)> = r
+        .steps
+        .iter()
+        .filter_map(|s| {
+            s.bot_cpu
+                .as_ref()
+                .map(|c| (s.streams_connected as f64, c.process_cores * 100.0))
+        })
+        .collect();
+    let gen_cpu: Vec<(f64, f64)> = r
+        .steps
+        .iter()
+        .map(|s| (s.streams_connected as f64, s.generator_cores * 100.0))
+        .collect();
+    let mut cpu_series = vec![
+        ("bot process".to_owned(), cpu),
+        ("generator".to_owned(), gen_cpu),
+    ];
+    if let Some(f) = &r.floor {
+        cpu_series.push((
+            "bare decode floor".to_owned(),
+            xs.iter()
+                .map(|x| (*x, x * f.cores_per_stream * 100.0))
+                .collect(),
+        ));
+    }
+    for p in &r.peers {
+        if p.error.is_none() {
+            cpu_series.push((
+                format!("{} @{}", p.peer, p.streams),
+                vec![(p.streams as f64, p.cpu_cores * 100.0)],
+            ));
+        }
+    }
+    out.push((
+        "cpu.svg".to_owned(),
+        line_chart("CPU vs streams", "streams", "% of one core", &cpu_series),
+    ));
+    let mut lat_series = Vec::new();
+    for name in super::FRAME_HISTOGRAMS {
+        for (label, pick) in [("p50", 0usize), ("p99", 1)] {
+            let pts: Vec<(f64, f64)> = r
+                .steps
+                .iter()
+                .filter_map(|s| {
+                    let l = s.latency.get(name)?.as_ref()?;
+                    let v = if pick == 0 { l.p50 } else { l.p99 }?;
+                    Some((s.streams_connected as f64, v * 1000.0))
+                })
+                .collect();
+            if !pts.is_empty() {
+                let short = name
+                    .trim_start_matches("mediabot_")
+                    .trim_end_matches("_seconds");
+                lat_series.push((format!("{short} {label}"), pts));
+            }
+        }
+    }
+    let setup: Vec<(f64, f64)> = r
+        .steps
+        .iter()
+        .filter_map(|s| {
+            s.setup
+                .first_frame_p50_ms
+                .map(|v| (s.streams_connected as f64, v))
+        })
+        .collect();
+    out.push((
+        "latency.svg".to_owned(),
+        line_chart(
+            "Per-frame latency percentiles vs streams",
+            "streams",
+            "ms",
+            &lat_series,
+        ),
+    ));
+    out.push((
+        "setup.svg".to_owned(),
+        line_chart(
+            "Join to first frame (p50) vs streams",
+            "streams",
+            "ms",
+            &[("setup p50".to_owned(), setup)],
+        ),
+    ));
+    let mem: Vec<(f64, f64)> = r
+        .steps
+        .iter()
+        .filter_map(|s| {
+            s.rss_per_stream_kib
+                .map(|m| (s.streams_connected as f64, m))
+        })
+        .collect();
+    out.push((
+        "memory.svg".to_owned(),
+        line_chart(
+            "Memory per stream vs streams",
+            "streams",
+            "KiB per stream (RSS − idle)",
+            &[
+                ("RSS per stream".to_owned(), mem),
+                (
+                    "target 512 KiB".to_owned(),
+                    xs.iter().map(|x| (*x, 512.0)).collect(),
+                ),
+            ],
+        ),
+    ));
+    out
+}
+
+/// A line chart; an empty chart says "no data".
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
+    use plotters::prelude::*;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let pts = series.iter().flat_map(|(_, p)| p.iter());
+        let (mut x_max, mut y_max) = (1.0f64, 1e-6f64);
+        let mut any = false;
+        for (x, y) in pts {
+            any = true;
+            x_max = x_max.max(*x);
+            y_max = y_max.max(*y);
+        }
+        let chart = ChartBuilder::on(&root)
+            .caption(
+                if any {
+                    title.to_owned()
+                } else {
+                    format!("{title} (no data)")
+                },
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max * 1.05, 0.0..y_max * 1.15);
+        if let Ok(mut chart) = chart {
+            let _ = chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .draw();
+            let colors = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK, &YELLOW];
+            for (i, (name, p)) in series.iter().enumerate() {
+                if p.is_empty() {
+                    continue;
+                }
+                let color = colors[i % colors.len()];
+                if let Ok(s) = chart.draw_series(LineSeries::new(p.iter().copied(), color)) {
+                    s.label(name.as_str())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+                }
+                let _ = chart.draw_series(
+                    p.iter()
+                        .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
+                );
+            }
+            let _ = chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw();
+        }
+        let _ = root.present();
+    }
+    svg
+}
+
+/// The HTML page: the plots inline, then the Markdown report as preformatted text.
+pub fn html(r: &LoadtestReport, plots: &[(String, String)]) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut o = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mediabot load test</title>\
+         <style>body{font-family:sans-serif;max-width:1500px;margin:1em auto}pre{white-space:pre-wrap;font-size:13px}</style></head><body>\
+         <h1>mediabot load test</h1>",
+    );
+    for (_, svg) in plots {
+        o.push_str("<div>");
+        o.push_str(svg);
+        o.push_str("</div>");
+    }
+    o.push_str("<pre>");
+    o.push_str(&esc(&markdown(r)));
+    o.push_str("</pre></body></html>\n");
+    o
+}
+
+/// Writes `result.json`, `report.md`, the SVGs and `report.html` into `dir`.
+///
+/// # Errors
+/// A file cannot be written.
+pub fn write_all(r: &LoadtestReport, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("result.json"), json)?;
+    std::fs::write(dir.join("report.md"), markdown(r))?;
+    let plots = plots(r);
+    for (name, svg) in &plots {
+        std::fs::write(dir.join(name), svg)?;
+    }
+    std::fs::write(dir.join("report.html"), html(r, &plots))?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The load generator end to end, small: 2 calls x 2 speakers and a short webhook phase against
+//! the real `mediabot` binary; the report's numbers must be sane and the files written.
+#![allow(clippy::unwrap_used)]
+
+use mediabot_emulator::loadgen::{self, LoadtestArgs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_two_calls_two_speakers_against_the_real_binary() {
+    // CI builds the binary (`--all-targets`); a missing one must fail, not skip.
+    let exe = loadgen::bot::locate_bot(None).unwrap_or_else(|e| panic!("{e}"));
+    let out = std::env::temp_dir().join(format!("loadgen-smoke-{}", std::process::id()));
+    let args = LoadtestArgs {
+        streams: vec![4],
+        speakers: 2,
+        ramp_secs: 0.5,
+        steady_secs: 3.0,
+        cooldown_secs: 0.0,
+        webhook_secs: 1.0,
+        webhook_connections: 2,
+        bot_exe: Some(exe),
+        out: out.clone(),
+        floor_secs: 0.2,
+        audio_secs: 2,
+        no_pin: true,
+        quiet: true,
+        ..LoadtestArgs::default()
+    };
+    let r = loadgen::run(args).await.unwrap();
+    assert_eq!(r.steps.len(), 1, "{:#?}", r.notes);
+    let s = &r.steps[0];
+    assert_eq!(s.calls_joined, 2, "{:?}", s.join_errors);
+    assert_eq!(s.streams_connected, 4, "{:?}", s.media_failures);
+    let m = &s.media;
+    assert_eq!(m.streams, 4, "every stream reported at call end: {m:?}");
+    // The bot must have received what was sent (loopback: no loss), and made frames of it.
+    assert!(m.generator_sent > 0);
+    assert!(m.received > 0, "the bot received nothing: {m:?}");
+    assert_eq!(m.lost, 0, "{m:?}");
+    assert!(
+        m.received as f64 >= m.generator_sent as f64 * 0.99,
+        "received {} of {} sent",
+        m.received,
+        m.generator_sent
+    );
+    // Each stream ran at least the steady window: 3 s x 50 frames/s.
+    let min = m.min_frames_per_stream.unwrap();
+    assert!(min >= 150.0 * 0.9, "fewest frames per stream {min}: {m:?}");
+    assert!(m.frames_out as f64 >= m.received as f64 * 0.9, "{m:?}");
+    assert_eq!(m.dropped_at_ring, 0);
+    assert!(s.bot_cpu.as_ref().unwrap().process_cores > 0.0);
+    assert!(s.rss_kib.unwrap() > 0);
+    assert!(s.generator_packets_per_sec > 4.0 * 50.0 * 0.8);
+    assert!(s.setup.first_frame_p50_ms.is_some(), "{:?}", s.setup);
+    // Webhook: verified and accepted, none refused.
+    let w = r.webhook.as_ref().unwrap();
+    assert!(w.blast.accepted > 0, "{w:?}");
+    assert_eq!(w.blast.failed, 0, "{:?}", w.blast.first_failure);
+    let floor = r.floor.as_ref().unwrap();
+    assert!(floor.us_per_packet > 0.0);
+    assert_eq!(r.targets.len(), 5);
+    // Files: JSON with the schema fields, Markdown, SVG, HTML.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
+    assert_eq!(json["schema"], "mediabot-loadtest/1");
+    for key in [
+        "machine", "settings", "packets", "steps", "targets", "webhook", "floor",
+    ] {
+        assert!(!json[key].is_null(), "result.json lacks {key}");
+    }
+    assert_eq!(json["steps"][0]["media"]["lost"], 0);
+    assert!(json["machine"]["cpus"].as_u64().unwrap() >= 1);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| target |") && md.contains("## Sweep"), "{md}");
+    let svg = std::fs::read_to_string(out.join("cpu.svg")).unwrap();
+    assert!(svg.contains("<svg"));
+    assert!(
+        std::fs::read_to_string(out.join("report.html"))
+            .unwrap()
+            .contains("<svg")
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
