@@ -155,6 +155,10 @@ pub struct CallSetup {
 
 static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
 
+/// Packet ring of the Ogg/Opus recorder: 256 KiB holds about 2.5 s of ten speakers at 32 kbit/s
+/// (the sink thread drains it every 10 ms).
+const OGG_RING_BYTES: usize = 256 * 1024;
+
 /// Runs a call until it ends. Never panics on bad input; every failure ends in a closed call
 /// with its files finalized.
 pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
@@ -214,6 +218,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
                 sample_rate: rate.hz(),
                 checkpoint_every: Duration::from_secs(1),
                 fsync_every: Duration::from_secs(cfg.recording.fsync_interval_secs),
+                ogg: cfg.recording.ogg,
             },
             &call_id,
             rfc3339(wall_start),
@@ -243,6 +248,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
             recorder,
             feed: feed.clone(),
             rate: rate.hz(),
+            errors: Arc::clone(&shared.metrics.recorder_errors),
         },
         sink_rx,
     );
@@ -642,6 +648,22 @@ impl CallRun {
                 _ => {
                     tracing::error!(call_id = %self.call_id, "sink not attached (no pipeline or too many sinks)")
                 }
+            }
+        }
+        if self.shared.config.recording.enabled && self.shared.config.recording.ogg {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let cmd = MediaCommand::AddPacketTap {
+                call: self.media_key.clone(),
+                bytes: OGG_RING_BYTES,
+                reply: tx,
+            };
+            if self.shared.media_tx.try_send(cmd).is_ok()
+                && let Ok(Ok(Some(consumer))) =
+                    tokio::time::timeout(Duration::from_secs(5), rx).await
+            {
+                let _ = self.sink_tx.send(SinkControl::AddPacketRing(consumer));
+            } else {
+                tracing::error!(call_id = %self.call_id, "Ogg/Opus packet ring not attached");
             }
         }
         self.gate_open = true;

@@ -86,8 +86,9 @@ pub struct EngineMetrics {
     pub calls_joined: AtomicU64,
     /// Calls ended.
     pub calls_ended: AtomicU64,
-    /// Recorder failures.
-    pub recorder_errors: AtomicU64,
+    /// Recorder failures: the call folder, the compliance status, or a file (create or write
+    /// error, e.g. disk full). Shared with the calls' sink threads.
+    pub recorder_errors: Arc<AtomicU64>,
     /// DTMF tones received in media.
     pub tones: AtomicU64,
 }
@@ -104,7 +105,7 @@ impl Default for EngineMetrics {
             calls_rejected: AtomicU64::new(0),
             calls_joined: AtomicU64::new(0),
             calls_ended: AtomicU64::new(0),
-            recorder_errors: AtomicU64::new(0),
+            recorder_errors: Arc::default(),
             tones: AtomicU64::new(0),
         }
     }
@@ -922,8 +923,9 @@ fn render_metrics(s: &Shared) -> String {
         ("mediabot_calls_ended_total", "Calls ended.", &m.calls_ended),
         (
             "mediabot_recorder_errors_total",
-            "Recorder failures (folder, compliance status).",
-            &m.recorder_errors,
+            "Recorder failures: call folder, compliance status, or a file that could not be \
+             created or written (e.g. disk full; the manifest names it).",
+            &*m.recorder_errors,
         ),
         (
             "mediabot_tones_total",

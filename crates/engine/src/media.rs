@@ -626,7 +626,64 @@ fn forward_events(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::playback::Clip;
+
+    #[test]
+    fn playback_needs_a_known_call_with_media() {
+        let (_cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(4);
+        let (ev_tx, ev_rx) = std::sync::mpsc::sync_channel(4);
+        let mut m = EngineMedia::new(cmd_rx, ev_tx, Arc::default());
+        let now = Instant::now();
+        let call = CallId::new("c1");
+        let (reply, _) = tokio::sync::oneshot::channel();
+        m.apply(
+            MediaCommand::AddCall {
+                call: call.clone(),
+                config: Box::new(CallConfig::new(mediabot_media::CallTag(1))),
+                wall_start: SystemTime::now(),
+                reply,
+                echo: false,
+            },
+            now,
+        );
+        let play = |m: &mut EngineMedia, call: &CallId| {
+            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            m.apply(
+                MediaCommand::Play {
+                    call: call.clone(),
+                    clip: Box::new(QueuedClip {
+                        clip: Clip {
+                            id: PlaybackId(1),
+                            samples: vec![0; 960].into(),
+                        },
+                        done: None,
+                    }),
+                    reply: tx,
+                },
+                now,
+            );
+            rx.try_recv().unwrap()
+        };
+        assert!(matches!(
+            play(&mut m, &call),
+            Err(PlaybackError::NoMedia(_))
+        ));
+        assert!(matches!(
+            play(&mut m, &CallId::new("other")),
+            Err(PlaybackError::UnknownCall(_))
+        ));
+        let (w, _core) =
+            mediabot_media::transport::send::playback(&Default::default(), 111, None, 0, 0)
+                .unwrap();
+        m.on_playback_ready(SessionId(1), &call, w);
+        assert!(matches!(
+            ev_rx.try_recv(),
+            Ok(MediaEvent::PlaybackReady { .. })
+        ));
+        assert!(play(&mut m, &call).is_ok());
+    }
 
     #[test]
     fn tone_sequence_numbers_are_not_audio_loss() {

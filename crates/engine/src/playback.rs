@@ -227,7 +227,7 @@ pub struct QueuedClip {
 }
 
 /// A call's playback queue on the media thread: feeds clips into the transport's ring, keeping
-/// only [`LEAD_SAMPLES`] ahead. Sans-IO apart from the writer it is handed.
+/// only 100 ms ahead. Sans-IO apart from the writer it is handed.
 #[derive(Debug, Default)]
 pub struct Player {
     queue: VecDeque<QueuedClip>,

@@ -2,10 +2,16 @@
 //!
 //! The recorder can keep the exact packets a participant sent, which is smaller than WAV and
 //! bit-exact to what arrived. Lost or silence-suppressed stretches are filled with zero-length
-//! Opus frames (a TOC byte alone, RFC 6716 §3.2.1), which decoders conceal or play as silence, so
-//! the file's duration matches the RTP timeline. A single gap is filled up to
-//! [`MAX_GAP_FILL_SAMPLES`]; longer pauses are shortened to that and counted, so a sender paused
-//! for hours cannot make the writer emit hours of filler.
+//! Opus frames (a TOC byte alone, RFC 6716 §3.2.1: 20 ms ones, then 2.5 ms ones for the rest),
+//! which decoders conceal or play as silence, so the file's duration matches the RTP timeline to
+//! within 2.5 ms. A single gap is filled up to [`OggOpusWriter::set_max_gap_fill`] (default
+//! [`MAX_GAP_FILL_SAMPLES`]); longer pauses are shortened to that and counted. A filler costs two
+//! bytes per 20 ms (0.36 MB per hour), so the recorder, which must stay aligned with its WAV
+//! tracks, lifts the limit.
+//!
+//! [`OggOpusWriter::set_position`] places the stream on a timeline that starts before its first
+//! packet (a participant who joins late): the lead-in is filled the same way, so granule position
+//! *n* is timeline sample *n* (48 kHz) in every file of a call.
 //!
 //! Pages are flushed about once per second of audio: a killed process loses at most that, and
 //! every page on disk is complete and checksummed, so the file stays playable.
@@ -25,6 +31,8 @@ const PACKETS_PER_PAGE: usize = 50;
 
 /// Zero-length CELT fullband 20 ms frame, code 0: one TOC byte (config 31).
 const FILLER_20MS: u8 = 31 << 3;
+/// Zero-length CELT fullband 2.5 ms frame (config 28), for gap remainders.
+const FILLER_2_5MS: u8 = 28 << 3;
 
 /// Duration in 48 kHz samples of an Opus packet, from its TOC (RFC 6716 §3.1).
 ///
@@ -66,6 +74,7 @@ pub struct OggOpusWriter {
     pub cut_samples: u64,
     /// Packets refused because their TOC did not parse.
     pub malformed_packets: u64,
+    max_gap_fill: u64,
 }
 
 impl OggOpusWriter {
@@ -93,6 +102,7 @@ impl OggOpusWriter {
             filled_samples: 0,
             cut_samples: 0,
             malformed_packets: 0,
+            max_gap_fill: MAX_GAP_FILL_SAMPLES,
         };
         let mut head = Vec::with_capacity(19);
         head.extend_from_slice(b"OpusHead");
@@ -136,18 +146,61 @@ impl OggOpusWriter {
                 return Ok(());
             }
             let gap = rtp_ts - expected;
-            let fill = gap.min(MAX_GAP_FILL_SAMPLES);
+            let fill = gap.min(self.max_gap_fill);
             self.cut_samples += gap - fill;
-            let mut left = fill;
-            while left >= 960 {
-                self.push_packet(&[FILLER_20MS], 960)?;
-                self.filled_samples += 960;
-                left -= 960;
-            }
-            // Remainders under 20 ms (odd packetization) are rounded away: at most 19 ms per gap.
+            self.fill(fill)?;
         }
         self.next_rtp = Some(rtp_ts + samples);
         self.push_packet(packet, samples)
+    }
+
+    /// Lifts or lowers the longest gap filled (48 kHz samples); `u64::MAX`: fill every gap.
+    pub fn set_max_gap_fill(&mut self, samples: u64) {
+        self.max_gap_fill = samples;
+    }
+
+    /// Before the first packet: the timeline position (48 kHz) the stream starts from, usually 0,
+    /// so the first packet's lead-in is filled like a gap. Ignored once packets were written.
+    pub fn set_position(&mut self, pos: u64) {
+        if self.next_rtp.is_none() {
+            self.next_rtp = Some(pos);
+        }
+    }
+
+    /// Fills with silence up to timeline position `end` (the call's end), so the file is as long
+    /// as the call's other tracks (to within 2.5 ms).
+    ///
+    /// # Errors
+    /// Any I/O error while flushing a page.
+    pub fn pad_to(&mut self, end: u64) -> io::Result<()> {
+        let Some(next) = self.next_rtp else {
+            return Ok(());
+        };
+        if end > next {
+            self.fill(end - next)?;
+            self.next_rtp = Some(end);
+        }
+        Ok(())
+    }
+
+    /// Writes `samples` of zero-length frames (20 ms, then 2.5 ms; under 2.5 ms is dropped).
+    fn fill(&mut self, samples: u64) -> io::Result<()> {
+        let mut left = samples;
+        while left >= 960 {
+            self.push_packet(&[FILLER_20MS], 960)?;
+            left -= 960;
+        }
+        while left >= 120 {
+            self.push_packet(&[FILLER_2_5MS], 120)?;
+            left -= 120;
+        }
+        self.filled_samples += samples - left;
+        Ok(())
+    }
+
+    /// Duration written so far, 48 kHz samples.
+    pub fn granule(&self) -> u64 {
+        self.granule
     }
 
     /// Flushes the last page with the end-of-stream flag and closes the file; returns the
@@ -352,6 +405,29 @@ mod tests {
         assert_eq!(audio.len(), 6);
         assert_eq!(audio[1], big);
         assert_eq!(audio[2], vec![FILLER_20MS]);
+    }
+
+    #[test]
+    fn lead_in_and_tail_put_the_stream_on_the_call_timeline() {
+        let path =
+            std::env::temp_dir().join(format!("mediabot-ogg-pos-{}.opus", std::process::id()));
+        let mut w = OggOpusWriter::create(&path, 1, 3, &[]).unwrap();
+        w.set_max_gap_fill(u64::MAX);
+        w.set_position(0);
+        // First packet at timeline 1.0025 s: 20 ms fillers, then 2.5 ms ones for the remainder.
+        w.write_packet(48_120, &[FILLER_20MS, 1]).unwrap();
+        assert_eq!(w.granule(), 48_120 + 960);
+        w.pad_to(96_000 + 100).unwrap();
+        assert_eq!(w.filled_samples, 48_120 + 96_000 - 49_080);
+        let total = w.finish().unwrap();
+        assert_eq!(total, 96_000, "to within 2.5 ms of the end");
+        let pages = read_pages(&std::fs::read(&path).unwrap());
+        let audio: Vec<Vec<u8>> = pages[2..].iter().flat_map(|p| p.2.clone()).collect();
+        assert_eq!(audio[0], vec![FILLER_20MS]);
+        assert_eq!(audio[50], vec![FILLER_2_5MS]);
+        assert_eq!(audio[51], vec![FILLER_20MS, 1]);
+        let sum: u64 = audio.iter().map(|p| packet_samples(p).unwrap()).sum();
+        assert_eq!(sum, total, "granule = sum of packet durations");
     }
 
     #[test]

@@ -6,6 +6,17 @@
 //! tracks are padded to the same length: the call's end position. A recording tool can overlay
 //! them with no offsets.
 //!
+//! **Ogg/Opus.** With `ogg` on, each participant also gets `participant-<id>.opus`: the Opus
+//! packets as received (no re-encoding), copied off the media thread through a bounded packet
+//! ring (overflow drops packets and counts them in `opusPacketsDropped`). Granule position *n*
+//! is timeline sample *n* at 48 kHz, like sample *n* of the WAVs: the stream is anchored at the
+//! timeline position where its first packet arrived, then follows RTP time. Silence before the
+//! first packet, gaps (DTX, loss, a participant who left) and the tail up to the call's end are
+//! zero-length Opus frames, which decoders play as silence (or a brief concealment fade), so a
+//! decoded `.opus` is as long as the WAV (to within 2.5 ms). The RTP clock is not drift-corrected
+//! (the WAV path is): a sender whose clock runs 100 ppm off drifts 0.36 s per hour against it. A
+//! timestamp jump (sender restart) re-anchors the stream at the packet's arrival.
+//!
 //! **Failures.** A write error (disk full, I/O error) fails that one file: it is checkpointed as
 //! far as it got, the error is kept for the manifest and the metric, and the other files go on.
 //! The media path never waits for the recorder: frames reach it through lock-free rings, and a
@@ -24,6 +35,8 @@ use std::time::Duration;
 use mediabot_media::{AudioFrame, FrameSource, Ssrc};
 use serde::Serialize;
 
+use super::ogg::OggOpusWriter;
+use super::packet_ring::TappedPacket;
 use super::wav::WavWriter;
 
 /// Recorder settings.
@@ -37,6 +50,8 @@ pub struct RecorderConfig {
     pub checkpoint_every: Duration,
     /// Audio between `fdatasync`s (zero: only at close).
     pub fsync_every: Duration,
+    /// Also write each participant's received Opus packets to `participant-<id>.opus`.
+    pub ogg: bool,
 }
 
 /// What the roster says about a source, for file names and the manifest.
@@ -82,6 +97,28 @@ pub struct TrackEntry {
     pub error: Option<String>,
 }
 
+/// One Ogg/Opus file in the manifest.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpusEntry {
+    /// File name inside the call folder.
+    pub file: String,
+    /// Source id (SSRC).
+    pub source_id: u32,
+    /// Duration in 48 kHz samples (the last granule position).
+    pub samples: u64,
+    /// Opus packets written as received.
+    pub packets: u64,
+    /// Samples of silence (zero-length frames) written before, between and after packets.
+    pub filled_samples: u64,
+    /// Packets whose TOC did not parse.
+    pub malformed_packets: u64,
+    /// Times the stream was re-anchored (timestamp jump).
+    pub reanchors: u64,
+    /// The write error that failed this file, if any.
+    pub error: Option<String>,
+}
+
 /// The manifest written next to the files.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,9 +137,41 @@ pub struct Manifest {
     pub timeline_samples: u64,
     /// The files.
     pub tracks: Vec<TrackEntry>,
+    /// Ogg/Opus files of the received packets (when enabled).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub opus: Vec<OpusEntry>,
+    /// Opus packets that never reached the recorder (its packet ring was full).
+    pub opus_packets_dropped: u64,
     /// Counters from the media pipeline, filled in by the engine at close.
     pub media_stats: serde_json::Value,
 }
+
+#[derive(Debug)]
+struct OpusTrack {
+    entry: OpusEntry,
+    writer: Option<OggOpusWriter>,
+    /// Timeline position (48 kHz) and unwrapped RTP time of the anchor packet.
+    anchor_pos: i64,
+    anchor_ts: i64,
+    /// Last RTP timestamp seen and its unwrapped value.
+    last_ts: u32,
+    last_ext: i64,
+    /// Packets held until the anchor is known (see [`OPUS_HOLD_SAMPLES`]).
+    held: Vec<(i64, TappedPacket)>,
+    /// Smallest arrival position minus unwrapped RTP time seen while holding.
+    min_transit: i64,
+}
+
+/// The first second of a stream is held before it is placed: the WAV path places audio by the
+/// lower envelope of transit times (arrival minus media time), and the first packets of a stream
+/// often arrive late (connection set-up, a sender catching up), so anchoring on the first packet
+/// alone would put the `.opus` behind its WAV.
+const OPUS_HOLD_SAMPLES: u64 = 48_000;
+/// Most packets held (a second of 10 ms packets).
+const OPUS_HOLD_PACKETS: usize = 100;
+
+/// A jump of RTP time (either way) past this re-anchors an Ogg stream (10 minutes at 48 kHz).
+const OPUS_REANCHOR: i64 = 10 * 60 * 48_000;
 
 #[derive(Debug)]
 struct Track {
@@ -125,6 +194,11 @@ pub struct Recorder {
     /// Frames refused because `max_tracks` was reached.
     pub refused_frames: u64,
     manifest_dirty: bool,
+    opus: BTreeMap<u32, OpusTrack>,
+    /// Opus packets dropped before reaching the recorder (set by the sink thread).
+    pub opus_packets_dropped: u64,
+    /// Files that failed so far (create or write errors), for the error metric.
+    failures: u64,
 }
 
 impl Recorder {
@@ -149,6 +223,9 @@ impl Recorder {
             max_tracks,
             refused_frames: 0,
             manifest_dirty: true,
+            opus: BTreeMap::new(),
+            opus_packets_dropped: 0,
+            failures: 0,
         };
         r.write_manifest(true, serde_json::Value::Null)?;
         Ok(r)
@@ -166,6 +243,132 @@ impl Recorder {
         }
         self.meta.insert(source_id, meta);
         self.manifest_dirty = true;
+    }
+
+    /// Files that failed so far (a counter that only grows; the sink thread turns its increase
+    /// into `mediabot_recorder_errors_total`).
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Writes one received Opus packet to its participant's `.opus` file (when `ogg` is on).
+    pub fn handle_packet(&mut self, pkt: &TappedPacket) {
+        if !self.cfg.ogg {
+            return;
+        }
+        if !self.opus.contains_key(&pkt.ssrc) {
+            if self.opus.len() >= self.max_tracks {
+                self.refused_frames += 1;
+                return;
+            }
+            let t = self.open_opus(pkt);
+            self.opus.insert(pkt.ssrc, t);
+            self.manifest_dirty = true;
+        }
+        let Some(t) = self.opus.get_mut(&pkt.ssrc) else {
+            return;
+        };
+        if t.writer.is_none() {
+            return;
+        }
+        let ext = t.last_ext + i64::from(pkt.timestamp.wrapping_sub(t.last_ts) as i32);
+        if t.min_transit != i64::MAX || (t.held.is_empty() && t.entry.packets == 0) {
+            // Still holding: learn the transit envelope, place nothing yet.
+            t.min_transit = t.min_transit.min(pkt.arrival_pos as i64 - ext);
+            t.last_ts = pkt.timestamp;
+            t.last_ext = ext;
+            let first = t.held.first().map_or(pkt.arrival_pos, |h| h.1.arrival_pos);
+            t.held.push((ext, pkt.clone()));
+            if pkt.arrival_pos.saturating_sub(first) < OPUS_HOLD_SAMPLES
+                && t.held.len() < OPUS_HOLD_PACKETS
+            {
+                return;
+            }
+            t.anchor_ts = 0;
+            t.anchor_pos = t.min_transit;
+            t.min_transit = i64::MAX;
+            let held = std::mem::take(&mut t.held);
+            for (ext, p) in &held {
+                let pos = (t.anchor_pos + ext).max(0) as u64;
+                if !write_opus(t, pos, &p.payload) {
+                    self.failures += 1;
+                    self.manifest_dirty = true;
+                    return;
+                }
+            }
+            return;
+        }
+        let Some(w) = t.writer.as_mut() else {
+            return;
+        };
+        let mut pos = t.anchor_pos + (ext - t.anchor_ts);
+        if (ext - t.last_ext).abs() > OPUS_REANCHOR || pos < 0 {
+            // A sender restart or a wild timestamp: place it where it arrived.
+            t.entry.reanchors += 1;
+            t.anchor_pos = pkt.arrival_pos.max(w.granule()) as i64;
+            t.anchor_ts = ext;
+            pos = t.anchor_pos;
+        }
+        t.last_ts = pkt.timestamp;
+        t.last_ext = ext;
+        if !write_opus(t, pos as u64, &pkt.payload) {
+            self.failures += 1;
+            self.manifest_dirty = true;
+        }
+    }
+
+    /// Places packets still held (a stream shorter than the hold) before closing.
+    fn flush_held(t: &mut OpusTrack) -> bool {
+        if t.held.is_empty() {
+            return true;
+        }
+        t.anchor_ts = 0;
+        t.anchor_pos = t.min_transit;
+        t.min_transit = i64::MAX;
+        let held = std::mem::take(&mut t.held);
+        held.iter().all(|(ext, p)| {
+            let pos = (t.anchor_pos + ext).max(0) as u64;
+            write_opus(t, pos, &p.payload)
+        })
+    }
+
+    fn open_opus(&mut self, pkt: &TappedPacket) -> OpusTrack {
+        let file = format!("participant-{}.opus", pkt.ssrc);
+        let mut entry = OpusEntry {
+            file: file.clone(),
+            source_id: pkt.ssrc,
+            ..OpusEntry::default()
+        };
+        let name = self
+            .meta
+            .get(&pkt.ssrc)
+            .and_then(|m| m.display_name.clone())
+            .unwrap_or_default();
+        let id = pkt.ssrc.to_string();
+        let tags = [("SOURCE_ID", id.as_str()), ("TITLE", name.as_str())];
+        let writer = match OggOpusWriter::create(self.cfg.dir.join(&file), 2, pkt.ssrc, &tags) {
+            Ok(mut w) => {
+                w.set_max_gap_fill(u64::MAX);
+                w.set_position(0);
+                Some(w)
+            }
+            Err(e) => {
+                tracing::warn!(file = %file, error = %e, "recorder: cannot create file");
+                entry.error = Some(e.to_string());
+                self.failures += 1;
+                None
+            }
+        };
+        OpusTrack {
+            entry,
+            writer,
+            anchor_pos: pkt.arrival_pos as i64,
+            anchor_ts: i64::from(pkt.timestamp),
+            last_ts: pkt.timestamp,
+            last_ext: i64::from(pkt.timestamp),
+            held: Vec::with_capacity(OPUS_HOLD_PACKETS),
+            min_transit: i64::MAX,
+        }
     }
 
     /// Writes one frame (a participant's or the mix).
@@ -229,10 +432,16 @@ impl Recorder {
                     }
                     if let Err(e) = w.checkpoint(sync) {
                         fail(track, e);
+                        self.failures += 1;
+                        self.manifest_dirty = true;
                     }
                 }
             }
-            Err(e) => fail(track, e),
+            Err(e) => {
+                fail(track, e);
+                self.failures += 1;
+                self.manifest_dirty = true;
+            }
         }
     }
 
@@ -261,7 +470,29 @@ impl Recorder {
                     .and_then(|()| w.finalize());
                 match res {
                     Ok(n) => t.entry.samples = n,
-                    Err(e) => t.entry.error = Some(e.to_string()),
+                    Err(e) => {
+                        t.entry.error = Some(e.to_string());
+                        self.failures += 1;
+                    }
+                }
+            }
+        }
+        // The rate check keeps 48 kHz granules and WAV samples the same unit.
+        let end48 = end * 48_000 / u64::from(self.cfg.sample_rate.max(1));
+        for t in self.opus.values_mut() {
+            if !Self::flush_held(t) {
+                self.failures += 1;
+            }
+            if let Some(mut w) = t.writer.take() {
+                let padded = w.pad_to(end48);
+                t.entry.filled_samples = w.filled_samples;
+                t.entry.malformed_packets = w.malformed_packets;
+                match padded.and_then(|()| w.finish()) {
+                    Ok(n) => t.entry.samples = n,
+                    Err(e) => {
+                        t.entry.error = Some(e.to_string());
+                        self.failures += 1;
+                    }
                 }
             }
         }
@@ -293,6 +524,7 @@ impl Recorder {
             Err(e) => {
                 tracing::warn!(file = %file, error = %e, "recorder: cannot create file");
                 entry.error = Some(e.to_string());
+                self.failures += 1;
                 None
             }
         };
@@ -328,6 +560,19 @@ impl Recorder {
             recording,
             timeline_samples: self.timeline_end,
             tracks,
+            opus: self
+                .opus
+                .values()
+                .map(|t| {
+                    let mut e = t.entry.clone();
+                    if let Some(w) = &t.writer {
+                        e.samples = w.granule();
+                        e.filled_samples = w.filled_samples;
+                    }
+                    e
+                })
+                .collect(),
+            opus_packets_dropped: self.opus_packets_dropped,
             media_stats,
         };
         let tmp = self.cfg.dir.join(".manifest.json.tmp");
@@ -336,6 +581,26 @@ impl Recorder {
         std::fs::rename(&tmp, self.cfg.dir.join("manifest.json"))?;
         self.manifest_dirty = false;
         Ok(m)
+    }
+}
+
+/// Writes one packet to an Ogg track; on error closes it and returns `false`.
+fn write_opus(t: &mut OpusTrack, pos: u64, payload: &[u8]) -> bool {
+    let Some(w) = t.writer.as_mut() else {
+        return true;
+    };
+    match w.write_packet(pos, payload) {
+        Ok(()) => {
+            t.entry.packets += 1;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(file = %t.entry.file, error = %e, "recorder: opus write failed; file closed, media continues");
+            t.entry.error = Some(e.to_string());
+            t.entry.samples = w.granule();
+            t.writer = None;
+            false
+        }
     }
 }
 
@@ -391,6 +656,7 @@ mod tests {
             sample_rate: 48_000,
             checkpoint_every: Duration::from_millis(100),
             fsync_every: Duration::from_secs(1),
+            ogg: true,
         }
     }
 
@@ -459,6 +725,68 @@ mod tests {
         let mixed = m.tracks.iter().find(|t| t.kind == "mixed").unwrap();
         assert!(mixed.error.is_none());
         assert_eq!(mixed.samples, 1920);
+    }
+
+    #[test]
+    fn disk_full_fails_one_file_and_the_rest_is_complete() {
+        let c = cfg("full");
+        let dir = c.dir.clone();
+        let mut r = Recorder::create(c, "call-full", "x".into(), 8).unwrap();
+        // Writes to /dev/full fail with ENOSPC, as on a full disk.
+        std::os::unix::fs::symlink("/dev/full", dir.join("participant-5.wav")).unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.join("participant-6.opus")).unwrap();
+        for i in 0..50u64 {
+            r.handle_frame(&frame(p(5), i * 960, 0.5));
+            r.handle_frame(&frame(p(6), i * 960, 0.25));
+            r.handle_frame(&frame(FrameSource::Mixed, i * 960, 0.1));
+            for ssrc in [5, 6] {
+                r.handle_packet(&TappedPacket {
+                    ssrc,
+                    timestamp: 1000 + i as u32 * 960,
+                    sequence: i as u16,
+                    arrival_pos: i * 960,
+                    payload: vec![0xf8, 0xff, 0xfe],
+                });
+            }
+        }
+        assert_eq!(r.failures(), 2, "one WAV and one Ogg file failed");
+        let m = r.finish(serde_json::Value::Null).unwrap();
+        let bad = m.tracks.iter().find(|t| t.source_id == Some(5)).unwrap();
+        assert!(
+            bad.error.as_deref().unwrap().contains("No space left"),
+            "{:?}",
+            bad.error
+        );
+        assert_eq!(bad.frames_lost_to_errors, 50);
+        for t in m.tracks.iter().filter(|t| t.source_id != Some(5)) {
+            assert!(t.error.is_none(), "{t:?}");
+            assert_eq!(t.samples, 48_000);
+            assert_eq!(
+                hound::WavReader::open(dir.join(&t.file)).unwrap().len(),
+                48_000
+            );
+        }
+        let ok = m.opus.iter().find(|o| o.source_id == 5).unwrap();
+        assert!(ok.error.is_none());
+        assert_eq!(ok.packets, 50);
+        assert!(
+            m.opus
+                .iter()
+                .find(|o| o.source_id == 6)
+                .unwrap()
+                .error
+                .is_some()
+        );
+        // The manifest on disk says the same.
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let t5 = on_disk["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["sourceId"] == 5)
+            .unwrap();
+        assert!(t5["error"].is_string());
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //! messages (roster facts, compliance gate, stop) and, on stop, drains the rings one last time and
 //! finalizes the files.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mediabot_media::{AudioFrame, FrameConsumer, FrameSource};
 
+use super::packet_ring::PacketConsumer;
 use super::recorder::{Manifest, ParticipantMeta, Recorder};
 use super::transcription::{FRAME_SAMPLES, SpeakerInfo};
 use super::transcription_ws::FeedHandle;
@@ -22,6 +25,8 @@ use super::transcription_ws::FeedHandle;
 pub enum SinkControl {
     /// Start consuming a ring (the recorder's, once compliance allows, or the feed's).
     AddRing(FrameConsumer<i16>),
+    /// Start consuming the call's received Opus packets (Ogg/Opus recording).
+    AddPacketRing(PacketConsumer),
     /// Roster facts about a source.
     Participant {
         /// Source id.
@@ -54,6 +59,8 @@ pub struct SinkSet {
     pub feed: Option<FeedHandle>,
     /// The pipeline's output rate; frames are decimated to 16 kHz for the feed when it is 48 kHz.
     pub rate: u32,
+    /// Recorder file failures are added here (`mediabot_recorder_errors_total`).
+    pub errors: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SinkSet {
@@ -80,6 +87,8 @@ pub fn spawn(
 
 fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
     let mut rings: Vec<FrameConsumer<i16>> = Vec::new();
+    let mut packets: Option<PacketConsumer> = None;
+    let mut reported_failures = 0u64;
     let mut out = SinkOutcome::default();
     let mut decimators: Vec<(u32, Decimator)> = Vec::new();
     let mut pcm16 = Vec::with_capacity(FRAME_SAMPLES);
@@ -87,14 +96,20 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
         let msg = control.recv_timeout(Duration::from_millis(10));
         drain(
             &mut rings,
+            &mut packets,
             &mut sinks,
             &mut decimators,
             &mut pcm16,
             &mut out,
         );
+        report_failures(&sinks, &mut reported_failures);
         let stop = match msg {
             Ok(SinkControl::AddRing(r)) => {
                 rings.push(r);
+                None
+            }
+            Ok(SinkControl::AddPacketRing(r)) => {
+                packets = Some(r);
                 None
             }
             Ok(SinkControl::Participant { source_id, meta }) => {
@@ -128,6 +143,7 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
         if let Some(stats) = stop {
             drain(
                 &mut rings,
+                &mut packets,
                 &mut sinks,
                 &mut decimators,
                 &mut pcm16,
@@ -136,10 +152,24 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
             if let Some(feed) = &sinks.feed {
                 feed.update(|f| f.handle_stop("call ended"));
             }
-            if let Some(r) = sinks.recorder.take() {
+            if let Some(mut r) = sinks.recorder.take() {
+                r.opus_packets_dropped = packets.as_ref().map_or(0, PacketConsumer::dropped);
                 match r.finish(stats) {
-                    Ok(m) => out.manifest = Some(m),
-                    Err(e) => out.errors.push(format!("manifest: {e}")),
+                    Ok(m) => {
+                        // Every failed file carries its error in the manifest, once; those
+                        // not reported while writing failed at close.
+                        let failed = m.tracks.iter().filter(|t| t.error.is_some()).count()
+                            + m.opus.iter().filter(|t| t.error.is_some()).count();
+                        sinks.errors.fetch_add(
+                            (failed as u64).saturating_sub(reported_failures),
+                            Ordering::Relaxed,
+                        );
+                        out.manifest = Some(m);
+                    }
+                    Err(e) => {
+                        sinks.errors.fetch_add(1, Ordering::Relaxed);
+                        out.errors.push(format!("manifest: {e}"));
+                    }
                 }
             }
             return out;
@@ -147,13 +177,32 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
     }
 }
 
+/// Adds the recorder's new file failures to the shared error counter.
+fn report_failures(sinks: &SinkSet, reported: &mut u64) {
+    if let Some(r) = &sinks.recorder {
+        let now = r.failures();
+        if now > *reported {
+            sinks.errors.fetch_add(now - *reported, Ordering::Relaxed);
+            *reported = now;
+        }
+    }
+}
+
 fn drain(
     rings: &mut [FrameConsumer<i16>],
+    packets: &mut Option<PacketConsumer>,
     sinks: &mut SinkSet,
     decimators: &mut Vec<(u32, Decimator)>,
     pcm16: &mut Vec<i16>,
     out: &mut SinkOutcome,
 ) {
+    if let Some(p) = packets.as_mut() {
+        while let Some(pkt) = p.pop() {
+            if let Some(r) = &mut sinks.recorder {
+                r.handle_packet(&pkt);
+            }
+        }
+    }
     for ring in rings.iter_mut() {
         while let Some(frame) = ring.pop() {
             out.frames += 1;
@@ -263,6 +312,69 @@ impl Decimator {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_write_error_is_counted_in_the_metric_and_media_goes_on() {
+        use crate::sinks::recorder::RecorderConfig;
+        use mediabot_media::{CallConfig, CallPipeline, CallTag, SampleRate, TrackSelect};
+        use std::time::Instant;
+        let dir = std::env::temp_dir().join(format!("mediabot-runner-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let recorder = Recorder::create(
+            RecorderConfig {
+                dir: dir.clone(),
+                sample_rate: 48_000,
+                checkpoint_every: Duration::from_millis(100),
+                fsync_every: Duration::ZERO,
+                ogg: false,
+            },
+            "call-x",
+            "x".into(),
+            4,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.join("mixed.wav")).unwrap();
+        let errors = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = spawn(
+            "test",
+            SinkSet {
+                recorder: Some(recorder),
+                feed: None,
+                rate: 48_000,
+                errors: Arc::clone(&errors),
+            },
+            rx,
+        )
+        .unwrap();
+        let start = Instant::now();
+        let mut call = CallPipeline::new(
+            CallConfig::new(CallTag(1)).with_rate(SampleRate::HZ_48000),
+            start,
+            std::time::SystemTime::now(),
+        );
+        tx.send(SinkControl::AddRing(
+            call.add_sink_i16(TrackSelect::Mixed, 64).unwrap(),
+        ))
+        .unwrap();
+        // One second of media: the pipeline keeps producing the mix whatever the disk does.
+        call.poll(start + Duration::from_secs(1));
+        let mixed = call.stats().snapshot().mixed_frames;
+        let t0 = Instant::now();
+        while errors.load(Ordering::Relaxed) == 0 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(errors.load(Ordering::Relaxed), 1, "reported while running");
+        tx.send(SinkControl::Stop(serde_json::Value::Null)).unwrap();
+        let out = t.join().unwrap();
+        assert_eq!(errors.load(Ordering::Relaxed), 1, "counted once");
+        assert!(mixed > 0);
+        assert_eq!(out.frames, mixed, "every frame reached the sink thread");
+        let m = out.manifest.unwrap();
+        assert!(m.tracks[0].error.is_some());
+        assert_eq!(m.tracks[0].frames_lost_to_errors, mixed);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn decimator_keeps_speech_band_and_removes_aliases() {
