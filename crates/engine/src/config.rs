@@ -85,6 +85,12 @@ pub struct ServerConfig {
     /// The externally reachable base URL of this instance (`https://bot1.example.com`). Callback
     /// and WHIP URLs are built from it, so it must reach *this* instance (per-pod URL in k8s).
     pub public_url: Option<String>,
+    /// Names this instance in its callback URLs: with it, every answer and join carries
+    /// `callbackUri = public_url + /api/calls/notifications/<instance_id>`, so a fleet behind
+    /// ONE shared host can route each call's notifications to the instance that owns it by path
+    /// prefix. Without it (per-instance `public_url`, the default deployment) the callback is
+    /// `public_url + /api/calls/notifications`. Letters, digits, `-`, `_`, `.`; at most 63.
+    pub instance_id: Option<String>,
     /// PEM certificate chain for HTTPS. Without cert and key the server speaks plain HTTP, which
     /// is only allowed with `behind_tls_proxy = true`.
     pub tls_cert: Option<PathBuf>,
@@ -108,6 +114,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             public_url: None,
+            instance_id: None,
             tls_cert: None,
             tls_key: None,
             behind_tls_proxy: false,
@@ -124,6 +131,7 @@ impl fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("listen", &self.listen)
             .field("public_url", &self.public_url)
+            .field("instance_id", &self.instance_id)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("behind_tls_proxy", &self.behind_tls_proxy)
@@ -359,6 +367,7 @@ pub const ENV_KEYS: &[&str] = &[
     "MEDIABOT_CONFIG",
     "MEDIABOT_SERVER_LISTEN",
     "MEDIABOT_SERVER_PUBLIC_URL",
+    "MEDIABOT_SERVER_INSTANCE_ID",
     "MEDIABOT_SERVER_TLS_CERT",
     "MEDIABOT_SERVER_TLS_KEY",
     "MEDIABOT_SERVER_BEHIND_TLS_PROXY",
@@ -432,6 +441,9 @@ impl Config {
         }
         if let Some(v) = env("MEDIABOT_SERVER_PUBLIC_URL") {
             self.server.public_url = Some(v);
+        }
+        if let Some(v) = env("MEDIABOT_SERVER_INSTANCE_ID") {
+            self.server.instance_id = Some(v);
         }
         if let Some(v) = env("MEDIABOT_SERVER_TLS_CERT") {
             self.server.tls_cert = Some(v.into());
@@ -586,6 +598,19 @@ impl Config {
             Some(u) => check_url("server.public_url", u)?,
         }
         let s = &self.server;
+        if let Some(id) = &s.instance_id
+            && (id.is_empty()
+                || id.len() > 63
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(ConfigError::Invalid {
+                key: "server.instance_id",
+                problem: format!("{id:?} cannot be a URL path segment"),
+                fix: "use 1-63 letters, digits, '-', '_' or '.', e.g. the pod name",
+            });
+        }
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err(ConfigError::Invalid {
                 key: "server.tls_cert",
@@ -728,6 +753,20 @@ public_ip = "203.0.113.7"
             .unwrap_err()
             .to_string();
         assert!(e.contains("client_secret"), "{e}");
+    }
+
+    #[test]
+    fn instance_id_must_be_a_path_segment() {
+        let mut c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        c.load_secrets(env_of(&[("MEDIABOT_GRAPH_CLIENT_SECRET", "s")]))
+            .unwrap();
+        c.apply_env(env_of(&[("MEDIABOT_SERVER_INSTANCE_ID", "mediabot-3")]))
+            .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.server.instance_id.as_deref(), Some("mediabot-3"));
+        c.server.instance_id = Some("a/b".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("server.instance_id"), "{e}");
     }
 
     #[test]

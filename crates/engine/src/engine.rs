@@ -74,6 +74,8 @@ pub struct EngineMetrics {
     pub notifications_rejected: AtomicU64,
     /// Notifications for calls this instance does not hold.
     pub notifications_unrouted: AtomicU64,
+    /// Notification batches posted to another instance's callback path.
+    pub notifications_misrouted: AtomicU64,
     /// Webhook handling latency (verify + parse + dispatch).
     pub webhook_latency: Histogram,
     /// Join/answer to first audio frame.
@@ -99,6 +101,7 @@ impl Default for EngineMetrics {
             notifications_accepted: AtomicU64::new(0),
             notifications_rejected: AtomicU64::new(0),
             notifications_unrouted: AtomicU64::new(0),
+            notifications_misrouted: AtomicU64::new(0),
             webhook_latency: Histogram::latency(),
             setup_latency: Histogram::latency(),
             calls_answered: AtomicU64::new(0),
@@ -775,18 +778,26 @@ impl Playback {
     }
 }
 
-fn callback_uri(shared: &Shared) -> String {
-    format!(
+/// The `callbackUri` this instance puts into every answer and join: its own public URL, plus
+/// its instance segment when `server.instance_id` is set, so Graph's notifications for the call
+/// reach this instance and no other.
+pub fn callback_uri(shared: &Shared) -> String {
+    let base = shared
+        .config
+        .server
+        .public_url
+        .as_deref()
+        .unwrap_or_default();
+    let mut uri = format!(
         "{}{}",
-        shared
-            .config
-            .server
-            .public_url
-            .clone()
-            .unwrap_or_default()
-            .trim_end_matches('/'),
+        base.trim_end_matches('/'),
         server::NOTIFICATION_PATH
-    )
+    );
+    if let Some(id) = &shared.config.server.instance_id {
+        uri.push('/');
+        uri.push_str(id);
+    }
+    uri
 }
 
 fn spawn_call(
@@ -844,6 +855,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let max_body = shared.config.server.max_body_bytes;
     let api = Router::new()
         .route(server::NOTIFICATION_PATH, post(webhook))
+        .route(
+            &format!("{}/{{instance}}", server::NOTIFICATION_PATH),
+            post(webhook_for_instance),
+        )
         .route("/api/v1/calls", get(api_list_calls))
         .route("/api/v1/calls/join", post(api_join))
         .route("/api/v1/calls/{id}", get(api_get_call).delete(api_hang_up))
@@ -904,6 +919,11 @@ fn render_metrics(s: &Shared) -> String {
             "mediabot_notifications_unrouted_total",
             "Notifications for calls this instance does not hold.",
             &m.notifications_unrouted,
+        ),
+        (
+            "mediabot_notifications_misrouted_total",
+            "Notification batches posted to another instance's callback path (routing mistake).",
+            &m.notifications_misrouted,
         ),
         (
             "mediabot_calls_answered_total",
@@ -977,6 +997,27 @@ fn render_metrics(s: &Shared) -> String {
         v.key_fetches as f64,
     );
     w.finish()
+}
+
+/// The webhook under an instance segment (`server.instance_id`). A segment naming another
+/// instance means a routing mistake in front of the fleet: it is counted, and the batch is still
+/// handled here (this instance may hold the call; if not, it is counted as unrouted).
+async fn webhook_for_instance(
+    State(s): State<Arc<Shared>>,
+    Path(instance): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if s.config.server.instance_id.as_deref() != Some(instance.as_str()) {
+        s.metrics
+            .notifications_misrouted
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            instance,
+            "notification for another instance's callback path"
+        );
+    }
+    webhook(State(s), headers, body).await
 }
 
 async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
