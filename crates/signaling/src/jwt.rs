@@ -4,8 +4,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
+use rsa::pkcs1v15::SigningKey;
+use rsa::signature::{RandomizedSigner, SignatureEncoding};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
 
@@ -113,11 +113,19 @@ pub fn sign_rs256(
 }
 
 /// Checks an RS256 signature over `signing_input`.
+///
+/// The check runs in `ring` (RSASSA-PKCS1-v1_5 with SHA-256, moduli of 2048 to 8192 bits):
+/// about ten times faster than the pure-Rust `rsa` crate's verification, which matters
+/// because every inbound notification pays for one. Keys under 2048 bits never verify.
 pub fn verify_rs256(signing_input: &[u8], signature: &[u8], key: &RsaPublicKey) -> bool {
-    let Ok(sig) = Signature::try_from(signature) else {
-        return false;
-    };
-    VerifyingKey::<Sha256>::new(key.clone())
-        .verify(signing_input, &sig)
+    use rsa::traits::PublicKeyParts;
+    let n = key.n().to_bytes_be();
+    let e = key.e().to_bytes_be();
+    ring::signature::RsaPublicKeyComponents { n: &n, e: &e }
+        .verify(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            signing_input,
+            signature,
+        )
         .is_ok()
 }
