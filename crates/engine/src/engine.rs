@@ -195,6 +195,8 @@ pub struct Shared {
     shutdown: watch::Sender<bool>,
     events: broadcast::Sender<EngineEvent>,
     next_playback: AtomicU64,
+    /// HTTPS handshake counters (zero when serving plain HTTP).
+    pub tls_stats: Arc<crate::tls::TlsStats>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -368,14 +370,19 @@ impl Engine {
     /// # Errors
     /// [`EngineError`] when a socket cannot be bound or the credentials are unusable.
     pub async fn start(mut config: Config, opts: EngineOptions) -> Result<Self, EngineError> {
-        if config.server.tls_cert.is_some() {
-            // Refuse rather than silently serve plain HTTP on a port the operator meant for TLS.
-            return Err(EngineError::Config(
-                "server.tls_cert: serving HTTPS directly is not implemented yet; terminate TLS in \
-                 a proxy or ingress and set server.behind_tls_proxy = true"
-                    .into(),
-            ));
-        }
+        // HTTPS in-process when a certificate is configured: checked before anything binds.
+        let tls_config = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::load_server_config(cert, key)
+                    .map_err(|e| EngineError::Config(e.to_string()))?,
+            ),
+            (None, None) => None,
+            _ => {
+                return Err(EngineError::Config(
+                    "server.tls_cert and server.tls_key must be set together".into(),
+                ));
+            }
+        };
         let g = &config.graph;
         let client_id = g
             .client_id
@@ -429,11 +436,14 @@ impl Engine {
             source,
         })?;
         // Without a configured public URL (demo, tests) the bound address is the public one.
-        let public_url = config
-            .server
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{http_addr}"));
+        let public_url = config.server.public_url.clone().unwrap_or_else(|| {
+            let scheme = if tls_config.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{http_addr}")
+        });
         config.server.public_url = Some(public_url.clone());
         let whip_state = WhipState::new(
             WhipConfig {
@@ -465,6 +475,7 @@ impl Engine {
             shutdown,
             events: broadcast::channel(EVENT_BUFFER).0,
             next_playback: AtomicU64::new(1),
+            tls_stats: Arc::default(),
         });
 
         // Media events → call tasks.
@@ -526,14 +537,32 @@ impl Engine {
 
         let app = router(Arc::clone(&shared));
         let mut stop = shared.shutdown.subscribe();
-        tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "http server stopped");
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match tls_config {
+            Some(tls) => {
+                let l = crate::tls::TlsListener::new(listener, tls, Arc::clone(&shared.tls_stats))
+                    .map_err(|source| EngineError::Bind {
+                        what: "https",
+                        addr: http_addr.to_string(),
+                        source,
+                    })?;
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stopped).await {
+                        tracing::error!(error = %e, "https server stopped");
+                    }
+                });
             }
-        });
+            None => {
+                tokio::spawn(async move {
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "http server stopped");
+                    }
+                });
+            }
+        }
         health.set_started();
         let media_addr = media_server.local_addr();
         tracing::info!(http = %http_addr, media = %media_addr, "mediabot engine started");
@@ -961,6 +990,16 @@ fn render_metrics(s: &Shared) -> String {
             "mediabot_media_packets_refused_total",
             "RTP packets the pipeline refused.",
             &s.glue_stats.packets_refused,
+        ),
+        (
+            "mediabot_tls_handshakes_total",
+            "HTTPS handshakes completed (in-process TLS).",
+            &s.tls_stats.handshakes,
+        ),
+        (
+            "mediabot_tls_handshake_failures_total",
+            "HTTPS handshakes that failed or timed out.",
+            &s.tls_stats.handshake_failures,
         ),
         (
             "mediabot_media_events_dropped_total",

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod playback;
 pub mod server;
 pub mod sinks;
+pub mod tls;
 
 /// The facts deploy manifests must agree with, as JSON: every environment variable the binary
 /// reads, the default HTTP and media ports, and the probe paths. `mediabot deploy-facts` prints
