@@ -124,7 +124,7 @@ pub struct SpeechSegment {
 }
 
 /// Everything a media peer needs to bring a call's media to the bot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MediaSession {
     /// Graph call id.
     pub call_id: String,
@@ -138,6 +138,10 @@ pub struct MediaSession {
     pub speech: Vec<SpeechSegment>,
     /// Emulator time (epoch ms) of establishment: offsets in `speech` count from here.
     pub established_at_ms: u64,
+    /// The scenario's network impairment, if it sets one (`[network]`); peers apply it instead
+    /// of their default.
+    #[serde(default)]
+    pub network: Option<crate::scenario::NetworkSpec>,
 }
 
 /// Changes after media started.

@@ -76,6 +76,62 @@ pub struct Scenario {
     /// Fault injection on the Graph API.
     #[serde(default)]
     pub fault: FaultSpec,
+    /// Network impairment on the media the emulator sends into this scenario's calls
+    /// (`[network]`); overrides the media peer's default when present.
+    #[serde(default)]
+    pub network: Option<NetworkSpec>,
+}
+
+/// Seeded network impairment for a scenario's media (`[network]` in a scenario file).
+///
+/// Loss is independent (`loss`) plus Gilbert-Elliott bursts (`burst_enter`, `burst_exit`,
+/// `burst_loss`); `jitter_ms` delays each packet by 0..=jitter (reordering above 20 ms);
+/// `duplicate` sends a packet twice. Probabilities are within 0..=1.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Independent loss probability per packet.
+    #[serde(default)]
+    pub loss: f64,
+    /// Probability per packet of entering the bursty (bad) state.
+    #[serde(default)]
+    pub burst_enter: f64,
+    /// Probability per packet of leaving the bad state.
+    #[serde(default = "one_f64")]
+    pub burst_exit: f64,
+    /// Loss probability while in the bad state.
+    #[serde(default)]
+    pub burst_loss: f64,
+    /// Largest extra delay per packet, in milliseconds (at most [`MAX_JITTER_MS`]).
+    #[serde(default)]
+    pub jitter_ms: u64,
+    /// Duplication probability per packet.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// RNG seed; the same seed replays the same losses.
+    #[serde(default = "one")]
+    pub seed: u64,
+}
+
+/// Largest `[network] jitter_ms` a scenario may ask for.
+pub const MAX_JITTER_MS: u64 = 2_000;
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self {
+            loss: 0.0,
+            burst_enter: 0.0,
+            burst_exit: 1.0,
+            burst_loss: 0.0,
+            jitter_ms: 0,
+            duplicate: 0.0,
+            seed: 1,
+        }
+    }
+}
+
+fn one_f64() -> f64 {
+    1.0
 }
 
 /// A meeting.
@@ -430,6 +486,24 @@ impl Scenario {
                 }
             }
         }
+        if let Some(n) = &self.network {
+            for (name, p) in [
+                ("loss", n.loss),
+                ("burst_enter", n.burst_enter),
+                ("burst_exit", n.burst_exit),
+                ("burst_loss", n.burst_loss),
+                ("duplicate", n.duplicate),
+            ] {
+                if !(0.0..=1.0).contains(&p) {
+                    return bad(format!("[network] {name} must be within 0..=1"));
+                }
+            }
+            if n.jitter_ms > MAX_JITTER_MS {
+                return bad(format!(
+                    "[network] jitter_ms must be at most {MAX_JITTER_MS}"
+                ));
+            }
+        }
         for e in &self.fault.server_error {
             if !matches!(e.status, 500 | 502 | 503 | 504) {
                 return bad(format!(
@@ -572,6 +646,33 @@ mod tests {
         assert!(matches!(
             Scenario::from_toml(tone, None),
             Err(ScenarioError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn network_section_parses_and_is_checked() {
+        let ok = "[network]\nloss = 0.05\nburst_enter = 0.01\nburst_loss = 0.8\njitter_ms = 40\n";
+        let n = Scenario::from_toml(ok, None).unwrap().network.unwrap();
+        assert_eq!(
+            (n.loss, n.burst_exit, n.jitter_ms, n.seed),
+            (0.05, 1.0, 40, 1)
+        );
+        for bad in [
+            "[network]\nloss = 1.5\n",
+            "[network]\nduplicate = -0.1\n",
+            "[network]\njitter_ms = 5000\n",
+        ] {
+            assert!(
+                matches!(
+                    Scenario::from_toml(bad, None),
+                    Err(ScenarioError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Scenario::from_toml("[network]\nlos = 0.1\n", None),
+            Err(ScenarioError::Toml(_))
         ));
     }
 

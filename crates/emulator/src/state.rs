@@ -3103,6 +3103,10 @@ impl Core {
             }
         };
         let mut speech = Vec::new();
+        let network = c
+            .scenario
+            .and_then(|i| self.scenarios.get(i))
+            .and_then(|run| run.scenario.network.clone());
         if let Some(run) = c.scenario.and_then(|i| self.scenarios.get(i)) {
             for sp in &run.scenario.participants {
                 let Some(p) = c.participants.iter().find(|p| p.handle == sp.handle) else {
@@ -3129,6 +3133,7 @@ impl Core {
             bot_source_id: c.bot().map_or(0, |b| b.source_id),
             speech,
             established_at_ms: now,
+            network,
         };
         if let Some(c) = self.calls.get_mut(id) {
             c.media_status = "started".into();

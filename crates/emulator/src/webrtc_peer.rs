@@ -62,6 +62,20 @@ impl Default for Impairment {
     }
 }
 
+impl From<&crate::scenario::NetworkSpec> for Impairment {
+    fn from(n: &crate::scenario::NetworkSpec) -> Self {
+        Self {
+            loss: n.loss,
+            burst_enter: n.burst_enter,
+            burst_exit: n.burst_exit,
+            burst_loss: n.burst_loss,
+            jitter: Duration::from_millis(n.jitter_ms),
+            duplicate: n.duplicate,
+            seed: n.seed,
+        }
+    }
+}
+
 /// Media peer factory streaming the scenario's audio over WHIP/WebRTC.
 #[derive(Debug, Clone, Default)]
 pub struct WhipMedia {
@@ -96,7 +110,10 @@ impl MediaPeerFactory for WhipMedia {
             status: "connecting".into(),
             ..PeerState::default()
         }));
-        let cfg = self.clone();
+        let mut cfg = self.clone();
+        if let Some(n) = &session.network {
+            cfg.impairment = Impairment::from(n);
+        }
         let st = Arc::clone(&state);
         tokio::spawn(async move {
             let call_id = session.call_id.clone();

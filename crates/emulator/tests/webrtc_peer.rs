@@ -11,6 +11,7 @@ use mediabot_emulator::media::{
     AudioSource, MediaBlob, MediaEvent, MediaParticipant, MediaPeerFactory, MediaSession,
     SpeechSegment,
 };
+use mediabot_emulator::scenario::NetworkSpec;
 use mediabot_emulator::webrtc_peer::WhipMedia;
 use mediabot_media::transport::whip::{self, WhipConfig, WhipState};
 use mediabot_media::transport::{
@@ -107,6 +108,7 @@ async fn peer_streams_the_speaker_and_saves_the_bots_audio() {
             audio: AudioSource::Synth(3),
         }],
         established_at_ms: now_ms,
+        network: None,
     };
     let dir = std::env::temp_dir().join(format!("mediabot-peer-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -207,19 +209,18 @@ async fn impairment_model_loses_duplicates_and_reorders_packets() {
             audio: AudioSource::Synth(9),
         }],
         established_at_ms: now_ms,
-    };
-    let factory = WhipMedia {
-        impairment: mediabot_emulator::webrtc_peer::Impairment {
+        // As a scenario's `[network]` section delivers it; it overrides the factory's default.
+        network: Some(NetworkSpec {
             loss: 0.1,
             burst_enter: 0.05,
             burst_exit: 0.5,
             burst_loss: 0.9,
-            jitter: Duration::from_millis(80),
+            jitter_ms: 80,
             duplicate: 0.1,
             seed: 42,
-        },
-        ..WhipMedia::default()
+        }),
     };
+    let factory = WhipMedia::default();
     let mut peer = factory.start(session);
     tokio::time::sleep(Duration::from_millis(6000)).await;
     peer.handle_event(MediaEvent::Ended);

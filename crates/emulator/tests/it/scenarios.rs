@@ -88,6 +88,8 @@ async fn meeting_scenario_plays_the_documented_sequence() {
         "/scenarios/standup-meeting.toml"
     ))
     .unwrap();
+    // The scenario's network impairment travels with the media session.
+    let text = format!("{text}\n[network]\nloss = 0.02\njitter_ms = 30\nseed = 7\n");
     let r = env
         .http
         .post(format!("{}/_emulator/scenarios", env.emu.base_url()))
@@ -173,6 +175,9 @@ async fn meeting_scenario_plays_the_documented_sequence() {
     let s = &sessions[0];
     assert_eq!(s.blob.token, "t");
     assert_eq!(s.speech.len(), 3);
+    let net = s.network.as_ref().unwrap();
+    assert_eq!((net.loss, net.jitter_ms, net.seed), (0.02, 30, 7));
+    assert_eq!(net.burst_exit, 1.0, "unset fields keep their defaults");
     let alice_sid = s
         .speech
         .iter()
