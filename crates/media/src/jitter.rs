@@ -112,6 +112,8 @@ pub enum Playout<'a> {
 struct Slot {
     seq: u64,
     ts: i64,
+    /// When the packet arrived (s since media start; NaN when not given).
+    arrival: f64,
     len: u16,
     data: [u8; MAX_PAYLOAD],
 }
@@ -133,6 +135,12 @@ pub struct JitterBuffer {
     skipped: bool,
     peak_excess: f64,
     target: f64,
+    /// Arrival and play-out deadline of the packet `poll` last released.
+    released: Option<(f64, f64)>,
+    /// The latest play-out deadline released so far: play-out is in order, so a packet
+    /// cannot be due before the one ahead of it (e.g. those that queued behind the first
+    /// packet's start-up wait).
+    last_due: f64,
 }
 
 impl std::fmt::Debug for JitterBuffer {
@@ -154,6 +162,7 @@ impl JitterBuffer {
             .map(|_| Slot {
                 seq: EMPTY,
                 ts: 0,
+                arrival: f64::NAN,
                 len: 0,
                 data: [0; MAX_PAYLOAD],
             })
@@ -173,6 +182,8 @@ impl JitterBuffer {
             skipped: false,
             peak_excess: 0.0,
             target: cfg.min_delay.as_secs_f64(),
+            released: None,
+            last_due: f64::NEG_INFINITY,
         }
     }
 
@@ -184,6 +195,19 @@ impl JitterBuffer {
         ts: ExtTimestamp,
         payload: &[u8],
         excess: f64,
+    ) -> InsertOutcome {
+        self.insert_at(seq, ts, payload, excess, f64::NAN)
+    }
+
+    /// [`JitterBuffer::insert`], also keeping the packet's arrival time (s, same clock as
+    /// [`JitterBuffer::poll`]'s `now`) for [`JitterBuffer::released_timing`].
+    pub fn insert_at(
+        &mut self,
+        seq: ExtSeq,
+        ts: ExtTimestamp,
+        payload: &[u8],
+        excess: f64,
+        arrival: f64,
     ) -> InsertOutcome {
         if payload.is_empty() || payload.len() > MAX_PAYLOAD {
             return InsertOutcome::Invalid;
@@ -209,6 +233,7 @@ impl JitterBuffer {
         }
         slot.seq = seq;
         slot.ts = ts.0;
+        slot.arrival = arrival;
         slot.len = payload.len() as u16;
         slot.data[..payload.len()].copy_from_slice(payload);
         self.count += 1;
@@ -228,26 +253,34 @@ impl JitterBuffer {
         let idx = (next & self.mask) as usize;
         if self.slots[idx].seq == next {
             let ts = self.slots[idx].ts;
-            if now < self.due(ts, floor) {
+            let due = self.due(ts, floor);
+            if now < due {
                 return None;
             }
+            self.last_due = self.last_due.max(due);
+            self.released = Some((self.slots[idx].arrival, self.last_due));
             return Some(self.take(next));
         }
         // The head is missing: find the next buffered packet.
         let (nseq, nts) = self.next_buffered(next)?;
         let gap = nseq - next;
         let expected_ts = nts - self.last_ts_step * gap as i64;
-        if now < self.due(expected_ts, floor) {
+        let lost_due = self.due(expected_ts, floor);
+        if now < lost_due {
             return None;
         }
+        self.last_due = self.last_due.max(lost_due);
         if self.consecutive_lost >= self.cfg.max_conceal {
             // Too long to conceal: jump to the next packet; the gap becomes silence downstream.
+            let s = &self.slots[(nseq & self.mask) as usize];
+            self.released = Some((s.arrival, self.last_due));
             self.next = Some(nseq);
             self.skipped = true;
             self.consecutive_lost = 0;
             return Some(self.take(nseq));
         }
         self.consecutive_lost += 1;
+        self.released = None;
         self.next = Some(next + 1);
         let next_payload = (gap == 1).then(|| {
             let s = &self.slots[(nseq & self.mask) as usize];
@@ -273,6 +306,14 @@ impl JitterBuffer {
         Some(self.due(nts - self.last_ts_step * (nseq - next) as i64, floor))
     }
 
+    /// Arrival time and play-out deadline (s) of the packet the last [`JitterBuffer::poll`]
+    /// released; `None` after a loss decision. The deadline is the packet's own play-out time,
+    /// or the latest one released before it if that is later (play-out is in order). The arrival is NaN when the packet was stored
+    /// with [`JitterBuffer::insert`] rather than [`JitterBuffer::insert_at`].
+    pub fn released_timing(&self) -> Option<(f64, f64)> {
+        self.released
+    }
+
     /// Current target delay.
     pub fn target_delay(&self) -> Duration {
         Duration::from_secs_f64(self.target)
@@ -295,6 +336,8 @@ impl JitterBuffer {
         self.last_played_ts = None;
         self.consecutive_lost = 0;
         self.skipped = false;
+        self.released = None;
+        self.last_due = f64::NEG_INFINITY;
         n
     }
 

@@ -52,9 +52,13 @@ pub use frame::{ActiveSpeakers, AudioFrame, FrameConsumer, FrameFlags, FrameSour
 pub use jitter::JitterConfig;
 pub use mixer::MixerConfig;
 pub use pipeline::{
-    CallConfig, CallPipeline, IngestError, MediaIngest, PcmInput, PipelineEvent, TrackSelect,
+    CallConfig, CallPipeline, IngestError, MediaClock, MediaIngest, PcmInput, PipelineEvent,
+    TrackSelect,
 };
-pub use stats::{CallStats, CallStatsSnapshot, StreamStats, StreamStatsSnapshot};
+pub use stats::{
+    CallLatency, CallLatencySnapshot, CallStats, CallStatsSnapshot, LatencyHistogram,
+    LatencySnapshot, StreamStats, StreamStatsSnapshot,
+};
 pub use units::{
     CallTag, ExtSeq, ExtTimestamp, FrameDuration, ParticipantTag, PayloadType, RtpTimestamp,
     SampleRate, SeqNo, Ssrc, TimelinePos, WallClock100ns,

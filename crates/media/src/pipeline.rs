@@ -10,7 +10,7 @@ use crate::frame::{AudioFrame, FrameConsumer, Sample, SinkProducer, ring};
 use crate::jitter::JitterConfig;
 use crate::mixer::{Mixer, MixerConfig};
 use crate::rtp::{RtpError, RtpPacket, is_rtcp, sender_reports};
-use crate::stats::{CallStats, StreamStats};
+use crate::stats::{CallLatency, CallStats, StreamStats};
 use crate::stream::{Emit, Stream, StreamParams};
 use crate::units::{
     CallTag, FrameDuration, ParticipantTag, PayloadType, SampleRate, Ssrc, TimelinePos,
@@ -133,6 +133,33 @@ pub struct CallConfig {
     pub max_silence_fill: Duration,
     /// A stream silent this long is closed (its slot freed; a later packet starts a new one).
     pub stream_idle_timeout: Duration,
+    /// The real clock read when a frame is pushed into the sink rings, for the latency
+    /// histograms ([`CallPipeline::latency`]); everything else runs on the `now` passed in.
+    pub clock: MediaClock,
+}
+
+/// A clock the pipeline reads only to time-stamp frame pushes for [`CallLatency`]: the
+/// monotonic clock by default, a virtual one in tests. (Cores take `now` as input; the push
+/// instant is the one moment that needs a real reading, after the work is done.)
+#[derive(Clone, Copy)]
+pub struct MediaClock(pub fn() -> Instant);
+
+impl Default for MediaClock {
+    fn default() -> Self {
+        MediaClock(Instant::now)
+    }
+}
+
+impl std::fmt::Debug for MediaClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MediaClock")
+    }
+}
+
+impl PartialEq for MediaClock {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
 }
 
 impl CallConfig {
@@ -149,7 +176,15 @@ impl CallConfig {
             mixer: Some(MixerConfig::default()),
             max_silence_fill: Duration::from_secs(10),
             stream_idle_timeout: Duration::from_secs(30),
+            clock: MediaClock::default(),
         }
+    }
+
+    /// Sets the clock read at each frame push for the latency histograms (default
+    /// `Instant::now`; tests inject a virtual clock).
+    pub fn with_clock(mut self, clock: fn() -> Instant) -> Self {
+        self.clock = MediaClock(clock);
+        self
     }
 
     /// Sets the output rate.
@@ -224,6 +259,7 @@ pub struct CallPipeline {
     sinks: Vec<Sink>,
     mixer: Option<Mixer>,
     stats: Arc<CallStats>,
+    latency: Arc<CallLatency>,
     events: VecDeque<PipelineEvent>,
     scratch: Box<AudioFrame<f32>>,
 }
@@ -265,6 +301,7 @@ impl CallPipeline {
             sinks: Vec::with_capacity(MAX_SINKS),
             mixer: mixer_cfg.map(|m| Mixer::new(m, cfg.output_rate, frame_len)),
             stats: Arc::new(CallStats::default()),
+            latency: Arc::new(CallLatency::default()),
             events: VecDeque::with_capacity(64),
             scratch: Box::new(AudioFrame::empty()),
         }
@@ -325,6 +362,12 @@ impl CallPipeline {
     /// The call's counters, shareable with a metrics thread.
     pub fn stats(&self) -> Arc<CallStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// The call's frame latency histograms (end to end, jitter hold, processing), shareable
+    /// with a metrics thread. Definitions: [`CallLatency`] and `docs/media-pipeline.md`.
+    pub fn latency(&self) -> Arc<CallLatency> {
+        Arc::clone(&self.latency)
     }
 
     /// SSRCs of the current streams.
@@ -450,6 +493,7 @@ impl CallPipeline {
             self.cfg.call,
             self.wall_start,
             self.cfg.output_rate,
+            (&self.latency, self.cfg.clock.0, self.media_start),
         )
     }
 
@@ -561,6 +605,7 @@ fn split_with<'a>(
     call: CallTag,
     wall_start: WallClock100ns,
     rate: SampleRate,
+    (latency, clock, media_start): (&'a CallLatency, fn() -> Instant, Instant),
 ) -> (&'a mut [Stream], Emit<'a>) {
     (
         streams,
@@ -572,6 +617,10 @@ fn split_with<'a>(
             mixer,
             call_stats,
             scratch,
+            latency,
+            clock,
+            media_start,
+            timing: None,
         },
     )
 }
@@ -637,6 +686,7 @@ impl MediaIngest for CallPipeline {
                     self.cfg.call,
                     self.wall_start,
                     self.cfg.output_rate,
+                    (&self.latency, self.cfg.clock.0, self.media_start),
                 );
                 streams[i].handle_rtp(t_held, &first, &mut emit);
             } else if let Some((t_held, first)) = first_held {
@@ -651,6 +701,7 @@ impl MediaIngest for CallPipeline {
                     self.cfg.call,
                     self.wall_start,
                     self.cfg.output_rate,
+                    (&self.latency, self.cfg.clock.0, self.media_start),
                 );
                 streams[i].handle_rtp(t, &pkt, &mut emit);
                 streams[i].handle_rtp(t_held, &first, &mut emit);

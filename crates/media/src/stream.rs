@@ -9,6 +9,7 @@
 //! inserting silence or dropping samples.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::decode::{DecodeKind, OpusDecoder};
 use crate::frame::{AudioFrame, FrameFlags, FrameSource, MAX_FRAME_SAMPLES, level_and_silence};
@@ -18,7 +19,7 @@ use crate::pipeline::{Sink, TrackSelect};
 use crate::receive::{ReceiveState, SeqVerdict, TransitEnvelope};
 use crate::resample::{DriftResampler, ResampleError};
 use crate::rtp::RtpPacket;
-use crate::stats::{CallStats, StreamStats};
+use crate::stats::{CallLatency, CallStats, StreamStats};
 use crate::units::{
     CallTag, ParticipantTag, PayloadType, SampleRate, Ssrc, TimelinePos, WallClock100ns,
 };
@@ -56,6 +57,14 @@ pub(crate) struct Emit<'a> {
     pub mixer: Option<&'a mut Mixer>,
     pub call_stats: &'a CallStats,
     pub scratch: &'a mut AudioFrame<f32>,
+    /// Latency histograms of the call.
+    pub latency: &'a CallLatency,
+    /// The real clock, read when a frame is pushed, and the instant its seconds count from.
+    pub clock: fn() -> Instant,
+    pub media_start: Instant,
+    /// Arrival and play-out deadline (s) of the packet being played out, while frames made
+    /// from it are emitted; `None` for concealment.
+    pub timing: Option<(f64, f64)>,
 }
 
 pub(crate) struct StreamParams {
@@ -204,7 +213,7 @@ impl Stream {
         StreamStats::add(&stats.received, 1);
         let media = ts.0 as f64 / self.tl.clock;
         let excess = self.tl.observe(now, media, self.max_delay);
-        match jb.insert(seq, ts, pkt.payload, excess) {
+        match jb.insert_at(seq, ts, pkt.payload, excess, now) {
             InsertOutcome::Buffered => {}
             InsertOutcome::Duplicate => StreamStats::add(&stats.duplicate, 1),
             InsertOutcome::Late => StreamStats::add(&stats.late, 1),
@@ -241,6 +250,7 @@ impl Stream {
         StreamStats::add(&self.stats.received, 1);
         let media = ts as f64 / self.tl.clock;
         self.tl.observe(now, media, self.max_delay);
+        out.timing = Some((now, now));
         self.tl
             .place(ts, false, &self.stats, self.ssrc, self.participant, out);
         self.tl.push(
@@ -251,6 +261,7 @@ impl Stream {
             self.participant,
             out,
         );
+        out.timing = None;
     }
 
     /// Plays out everything the jitter buffer releases at `now`.
@@ -269,9 +280,12 @@ impl Stream {
                     discontinuity,
                     ..
                 } => {
+                    let decoded = dec.decode(payload);
+                    // Frames completed while this packet plays out are "made from" it.
+                    out.timing = jb.released_timing().filter(|(a, _)| a.is_finite());
                     self.tl
                         .place(ts.0, discontinuity, stats, self.ssrc, self.participant, out);
-                    match dec.decode(payload) {
+                    match decoded {
                         Ok(pcm) => {
                             self.tl
                                 .push(pcm, false, stats, self.ssrc, self.participant, out)
@@ -285,6 +299,7 @@ impl Stream {
                     }
                 }
                 Playout::Lost { next_payload, .. } => {
+                    out.timing = None;
                     if self.tl.next_ts.is_none() {
                         continue;
                     }
@@ -300,6 +315,7 @@ impl Stream {
                 }
             }
         }
+        out.timing = None;
         StreamStats::set(&stats.buffer_delay_us, jb.target_delay().as_micros() as u64);
     }
 
@@ -608,6 +624,14 @@ fn emit(
         if wanted && !sink.producer.push_samples(f, samples) {
             StreamStats::add(&stats.dropped_at_ring, 1);
         }
+    }
+    if let Some((arrival, due)) = out.timing
+        && !flags.concealed
+    {
+        let pushed = (out.clock)()
+            .saturating_duration_since(out.media_start)
+            .as_secs_f64();
+        out.latency.record_frame(arrival, due, pushed);
     }
     if let Some(m) = out.mixer.as_deref_mut() {
         // The mixer reads the frame's own samples.

@@ -137,3 +137,319 @@ async fn cost_per_session() {
     }
     h.media.shutdown().await;
 }
+
+/// A media handler like the engine's: one `CallPipeline` per session, a 16 kHz sink ring per
+/// call drained by another thread, play-out at each call's own deadline (`next_wakeup`).
+mod loaded {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Instant, SystemTime};
+
+    use mediabot_media::rtp::RtpPacket;
+    use mediabot_media::transport::{CallId, InboundRtp, MediaHandler, SessionId};
+    use mediabot_media::{
+        CallConfig, CallLatency, CallPipeline, CallTag, FrameConsumer, MediaIngest, PayloadType,
+        RtpTimestamp, SeqNo, Ssrc, StreamStats, TrackSelect,
+    };
+
+    pub struct Call {
+        pipeline: CallPipeline,
+        next: Option<Instant>,
+    }
+
+    /// What the test reads after the run.
+    #[derive(Default)]
+    pub struct Shared {
+        pub latencies: Vec<Arc<CallLatency>>,
+        pub streams: Vec<Arc<StreamStats>>,
+        pub frames: u64,
+    }
+
+    pub struct Handler {
+        calls: HashMap<SessionId, Call>,
+        tag: u64,
+        sinks: Arc<Mutex<Vec<FrameConsumer<i16>>>>,
+        pub shared: Arc<Mutex<Shared>>,
+    }
+
+    impl Handler {
+        pub fn new() -> (Self, Arc<Mutex<Shared>>, Arc<AtomicBool>) {
+            let shared = Arc::new(Mutex::new(Shared::default()));
+            let sinks: Arc<Mutex<Vec<FrameConsumer<i16>>>> = Arc::default();
+            let stop = Arc::new(AtomicBool::new(false));
+            // The consuming sink: drains every ring every 5 ms on its own thread.
+            let (s2, sh2, st2) = (Arc::clone(&sinks), Arc::clone(&shared), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !st2.load(Ordering::Relaxed) {
+                    let mut n = 0;
+                    for c in s2.lock().unwrap().iter_mut() {
+                        while c.pop().is_some() {
+                            n += 1;
+                        }
+                    }
+                    sh2.lock().unwrap().frames += n;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            });
+            (
+                Handler {
+                    calls: HashMap::new(),
+                    tag: 0,
+                    sinks,
+                    shared: Arc::clone(&shared),
+                },
+                shared,
+                stop,
+            )
+        }
+    }
+
+    impl MediaHandler for Handler {
+        fn on_session_opened(&mut self, session: SessionId, _call: &CallId) {
+            self.tag += 1;
+            let cfg = CallConfig::new(CallTag(self.tag)).with_mixer(None);
+            let mut pipeline = CallPipeline::new(cfg, Instant::now(), SystemTime::now());
+            let sink = pipeline
+                .add_sink_i16(TrackSelect::AllParticipants, 256)
+                .unwrap();
+            self.sinks.lock().unwrap().push(sink);
+            self.shared
+                .lock()
+                .unwrap()
+                .latencies
+                .push(pipeline.latency());
+            self.calls.insert(
+                session,
+                Call {
+                    pipeline,
+                    next: None,
+                },
+            );
+        }
+
+        fn on_rtp(&mut self, p: &InboundRtp<'_>) {
+            let Some(c) = self.calls.get_mut(&p.session) else {
+                return;
+            };
+            let pkt = RtpPacket {
+                marker: p.marker,
+                payload_type: PayloadType(p.payload_type),
+                seq: SeqNo(p.sequence),
+                timestamp: RtpTimestamp(p.timestamp),
+                ssrc: Ssrc(p.ssrc.0),
+                payload: p.payload,
+            };
+            let _ = c.pipeline.ingest_rtp_packet(p.received_at, &pkt);
+            c.next = c.pipeline.poll(Instant::now());
+            while let Some(e) = c.pipeline.poll_event() {
+                if let mediabot_media::PipelineEvent::StreamAdded(ssrc) = e
+                    && let Some(s) = c.pipeline.stream_stats(ssrc)
+                {
+                    self.shared.lock().unwrap().streams.push(s);
+                }
+            }
+        }
+
+        fn on_tick(&mut self, now: Instant) {
+            for c in self.calls.values_mut() {
+                if c.next.is_none_or(|t| t <= now) {
+                    c.next = c.pipeline.poll(now);
+                }
+            }
+        }
+
+        fn next_wakeup(&mut self) -> Option<Instant> {
+            self.calls.values().filter_map(|c| c.next).min()
+        }
+    }
+}
+
+/// Media-thread CPU per stream and the three frame latencies with N speaking streams over
+/// loopback (WHIP, ICE, DTLS, SRTP), decoded to a 16 kHz ring that another thread drains. The
+/// streams' send instants are spread over the 20 ms period (as independent senders are), or
+/// all aligned with `MEDIABOT_COST_ALIGNED=1` (the worst case: every frame due at once).
+///
+/// MEDIABOT_COST_STREAMS=500 MEDIABOT_COST_PER_SESSION=5 \
+///   cargo test -p mediabot-media --release --test transport_cost -- --ignored --nocapture latency
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand (see doc)"]
+async fn latency_under_load() {
+    use std::sync::atomic::Ordering;
+    let streams = env_or("MEDIABOT_COST_STREAMS", 100);
+    let per_session = env_or("MEDIABOT_COST_PER_SESSION", 5).max(1);
+    let seconds = env_or("MEDIABOT_COST_SECONDS", 10);
+    let aligned = env_or("MEDIABOT_COST_ALIGNED", 0) == 1;
+    let sessions = streams.div_ceil(per_session);
+    let (handler, shared, stop) = loaded::Handler::new();
+    let media = mediabot_media::transport::MediaServer::start(
+        MediaServerConfig::default(),
+        Box::new(handler),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = listener.local_addr().unwrap();
+    let whip = mediabot_media::transport::whip::WhipState::new(
+        mediabot_media::transport::whip::WhipConfig {
+            public_base_url: format!("http://{http_addr}"),
+            ..Default::default()
+        },
+        media.clone(),
+    );
+    let app = mediabot_media::transport::whip::router(whip.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // Pre-encoded speech-like Opus, 20 ms packets (one encode, replayed by every stream).
+    let mut enc =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    enc.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+    let mut packets = Vec::new();
+    let mut out = [0u8; 400];
+    for k in 0..250 {
+        let pcm: Vec<f32> = (0..960)
+            .map(|i| {
+                let t = (k * 960 + i) as f32 / 48_000.0;
+                0.3 * (2.0 * std::f32::consts::PI * (180.0 + 40.0 * (t * 3.0).sin()) * t).sin()
+            })
+            .collect();
+        let n = enc.encode_float(&pcm, &mut out).unwrap();
+        packets.push(Bytes::copy_from_slice(&out[..n]));
+    }
+
+    let mut clients = Vec::new();
+    let t0 = Instant::now();
+    for s in 0..sessions {
+        let blob = whip.mint_blob(&CallId::new(format!("load{s}"))).blob;
+        let ssrcs: Vec<u32> = (0..per_session)
+            .map(|k| 10_000 + (s * per_session + k) as u32)
+            .filter(|x| ((x - 10_000) as usize) < streams)
+            .collect();
+        let c = WhipClientSession::connect_blob(
+            &blob,
+            WhipClientConfig {
+                ssrcs: ssrcs.clone(),
+                offer_rewrite: Some(|o: String| o.replace("a=sendrecv", "a=sendonly")),
+                queue: 4096,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        clients.push((c, ssrcs));
+    }
+    for (c, _) in &mut clients {
+        c.wait_connected(Duration::from_secs(30)).await.unwrap();
+    }
+    println!(
+        "{sessions} sessions, {streams} streams up in {:?}",
+        t0.elapsed()
+    );
+
+    // Each stream sends at its own offset in the 20 ms period (1 ms slots).
+    let slot_of = |i: usize| {
+        if aligned {
+            0
+        } else {
+            (i * 20) / streams.max(1)
+        }
+    };
+    let sender_ticks0 = thread_ticks("mediabot-udp");
+    let stats0 = media.stats().socket_snapshot();
+    let start = Instant::now();
+    let mut interval = tokio::time::interval(Duration::from_millis(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total_ms = seconds * 1000;
+    for ms in 0..total_ms {
+        interval.tick().await;
+        let frame = ms / 20;
+        let slot = ms % 20;
+        for (c, ssrcs) in &clients {
+            for &ssrc in ssrcs {
+                let i = (ssrc - 10_000) as usize;
+                if slot_of(i) != slot {
+                    continue;
+                }
+                let _ = c.send_rtp(OutboundRtp {
+                    ssrc,
+                    sequence: frame as u16,
+                    timestamp: (frame as u32).wrapping_mul(960),
+                    marker: frame == 0,
+                    payload_type: None,
+                    audio_level: None,
+                    payload: packets[frame % packets.len()].clone(),
+                });
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let wall = start.elapsed();
+    let cpu = Duration::from_millis((thread_ticks("mediabot-udp") - sender_ticks0) * 10);
+    let stats1 = media.stats().socket_snapshot();
+    stop.store(true, Ordering::Relaxed);
+
+    report(
+        &shared.lock().unwrap(),
+        (streams, sessions, aligned, seconds),
+        wall,
+        cpu,
+        (stats0, stats1),
+    );
+    for (c, _) in clients {
+        let _ = c.close().await;
+    }
+    media.shutdown().await;
+}
+
+fn report(
+    sh: &loaded::Shared,
+    (streams, sessions, aligned, seconds): (usize, usize, bool, usize),
+    wall: Duration,
+    cpu: Duration,
+    (stats0, stats1): (
+        mediabot_media::transport::SocketStatsSnapshot,
+        mediabot_media::transport::SocketStatsSnapshot,
+    ),
+) {
+    let mut lat = mediabot_media::CallLatencySnapshot::default();
+    for l in &sh.latencies {
+        lat.merge(&l.snapshot());
+    }
+    let (mut ring_drops, mut concealed, mut lost, mut frames_out) = (0, 0, 0, 0);
+    for s in &sh.streams {
+        let s = s.snapshot();
+        ring_drops += s.dropped_at_ring;
+        concealed += s.concealed;
+        lost += s.lost;
+        frames_out += s.frames_out;
+    }
+    let f = |s: &mediabot_media::LatencySnapshot| {
+        format!(
+            "p50 {:?} p99 {:?} p99.9 {:?} max {:?}",
+            s.quantile(0.5),
+            s.quantile(0.99),
+            s.quantile(0.999),
+            s.max
+        )
+    };
+    println!(
+        "streams={streams} sessions={sessions} aligned={aligned} wall={wall:?}\n\
+         media-thread cpu {cpu:?} = {:.1}% of a core, {:.1} us per stream-second, {:.1} us per packet\n\
+         datagrams in {} (kernel-stamped {}), recv errors {}, rx queue drops {}\n\
+         frames out {frames_out} (timed {}), ring drops {ring_drops}, lost {lost}, concealed {concealed}, drained {}\n\
+         end_to_end  {}\n\
+         jitter_hold {}\n\
+         processing  {}",
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / (streams as f64 * seconds as f64),
+        cpu.as_secs_f64() * 1e6 / (stats1.datagrams_in - stats0.datagrams_in).max(1) as f64,
+        stats1.datagrams_in - stats0.datagrams_in,
+        stats1.kernel_timestamped - stats0.kernel_timestamped,
+        stats1.recv_errors,
+        stats1.rx_queue_dropped,
+        lat.end_to_end.count,
+        sh.frames,
+        f(&lat.end_to_end),
+        f(&lat.jitter_hold),
+        f(&lat.processing),
+    );
+}

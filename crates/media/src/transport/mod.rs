@@ -68,9 +68,11 @@ pub mod blob;
 pub mod client;
 pub mod packet;
 mod rtcp_tap;
+mod rx;
 pub mod sdp;
 pub mod send;
 pub mod server;
+mod timer;
 pub mod whip;
 
 use std::fmt;
@@ -78,7 +80,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use send::{DtmfRequest, PlaybackWriter, SendConfig};
-pub use server::{MediaServer, MediaServerConfig, MediaServerHandle};
+pub use server::{MediaServer, MediaServerConfig, MediaServerHandle, SocketStatsSnapshot};
 
 /// The call a media session belongs to (the engine's call id; opaque here).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,7 +135,8 @@ pub struct InboundRtp<'a> {
     pub session: SessionId,
     /// Call of that session.
     pub call: &'a CallId,
-    /// When the datagram was read from the socket.
+    /// When the datagram arrived: the kernel's receive timestamp (`SO_TIMESTAMPNS`) where
+    /// available, else the instant right after it was read from the socket.
     pub received_at: Instant,
     /// Stream (speaker) id.
     pub ssrc: Ssrc,
@@ -237,9 +240,18 @@ pub trait MediaHandler: Send + 'static {
     fn on_playback_ready(&mut self, _session: SessionId, _call: &CallId, _writer: PlaybackWriter) {}
     /// The session is gone; nothing more will arrive for it.
     fn on_session_closed(&mut self, _session: SessionId, _call: &CallId, _reason: CloseReason) {}
-    /// Called about every 10 ms on the media thread, packets or not, so the handler can run
-    /// time-driven work (jitter-buffer play-out, mixing, closing idle streams).
+    /// Called at least every 10 ms on the media thread, packets or not, so the handler can run
+    /// time-driven work (jitter-buffer play-out, mixing, closing idle streams); also as soon
+    /// as the instant from [`MediaHandler::next_wakeup`] comes.
     fn on_tick(&mut self, _now: Instant) {}
+    /// When the handler next has time-driven work due (e.g. the earliest
+    /// `CallPipeline::poll` deadline of its calls), asked after every handler call. The media
+    /// thread then calls [`MediaHandler::on_tick`] at that instant (to about 1 ms) instead of
+    /// waiting for its 10 ms period, so a frame due between ticks is not held back. `None`
+    /// (the default): the 10 ms period only.
+    fn next_wakeup(&mut self) -> Option<Instant> {
+        None
+    }
 }
 
 /// Errors of the transport as a whole.

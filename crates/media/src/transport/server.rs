@@ -141,6 +141,15 @@ pub struct OpenedSession {
 pub struct TransportStats {
     /// Datagrams read from the socket.
     pub datagrams_in: AtomicU64,
+    /// Socket reads that failed (other than "nothing queued").
+    pub recv_errors: AtomicU64,
+    /// Datagrams the kernel dropped because the socket's receive buffer was full
+    /// (`SO_RXQ_OVFL`; a total as of the last datagram read, so drops show up with the next
+    /// datagram that gets through). Stays 0 where the kernel does not report it.
+    pub rx_queue_dropped: AtomicU64,
+    /// Datagrams whose arrival time is the kernel's receive timestamp (`SO_TIMESTAMPNS`)
+    /// rather than the instant after the read.
+    pub kernel_timestamped: AtomicU64,
     /// Datagrams written to the socket.
     pub datagrams_out: AtomicU64,
     /// Datagrams that could not be written (socket full or error).
@@ -203,6 +212,36 @@ impl TransportStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// Copies the counters the load test reports.
+    pub fn socket_snapshot(&self) -> SocketStatsSnapshot {
+        SocketStatsSnapshot {
+            datagrams_in: Self::get(&self.datagrams_in),
+            datagrams_out: Self::get(&self.datagrams_out),
+            recv_errors: Self::get(&self.recv_errors),
+            send_errors: Self::get(&self.send_errors),
+            rx_queue_dropped: Self::get(&self.rx_queue_dropped),
+            kernel_timestamped: Self::get(&self.kernel_timestamped),
+        }
+    }
+}
+
+/// The socket-level counters of [`TransportStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketStatsSnapshot {
+    /// See [`TransportStats::datagrams_in`].
+    pub datagrams_in: u64,
+    /// See [`TransportStats::datagrams_out`].
+    pub datagrams_out: u64,
+    /// See [`TransportStats::recv_errors`].
+    pub recv_errors: u64,
+    /// See [`TransportStats::send_errors`].
+    pub send_errors: u64,
+    /// See [`TransportStats::rx_queue_dropped`].
+    pub rx_queue_dropped: u64,
+    /// See [`TransportStats::kernel_timestamped`].
+    pub kernel_timestamped: u64,
 }
 
 enum Command {
@@ -642,6 +681,9 @@ struct ServerLoop {
     /// Session wake-ups, earliest first; entries whose instant no longer matches the
     /// session's `armed` are stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    /// Arrival of the datagram being handled (kernel stamp when available): the
+    /// `received_at` of the RTP it yields.
+    arrival: Option<Instant>,
 }
 
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
@@ -649,6 +691,11 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 const MAX_PLAYBACK_LAG: Duration = Duration::from_millis(100);
 /// Period of [`MediaHandler::on_tick`].
 const TICK: Duration = Duration::from_millis(10);
+/// Receive buffer asked for: about 50 ms of 2,000 streams' packets (the kernel may grant
+/// less: `net.core.rmem_max`, unless the process has `CAP_NET_ADMIN`).
+const RECEIVE_BUFFER: usize = 8 << 20;
+/// Most datagrams read per wake-up before commands and timers get their turn.
+const RECV_BATCH: usize = 64;
 const CERTIFICATE_RENEWAL: Duration = Duration::from_secs(24 * 3600);
 
 fn generate_certificate() -> Option<RTCCertificate> {
@@ -683,6 +730,7 @@ impl ServerLoop {
             by_addr: HashMap::new(),
             rng: rand::rngs::StdRng::from_os_rng(),
             timers: BinaryHeap::new(),
+            arrival: None,
         }
     }
 
@@ -690,67 +738,128 @@ impl ServerLoop {
         let mut buf = vec![0u8; 2048];
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
         let mut next_tick = Instant::now() + TICK;
+        let kernel_stamps = super::rx::enable(&self.socket);
+        if !kernel_stamps {
+            tracing::debug!("no kernel receive timestamps: arrival is stamped after the read");
+        }
+        let granted = super::rx::set_receive_buffer(&self.socket, RECEIVE_BUFFER);
+        tracing::debug!(?granted, "media socket receive buffer");
+        let mut timer = super::timer::WakeTimer::new();
+        if !timer.is_precise() {
+            tracing::debug!("no timerfd: wake-ups have tokio's 1 ms granularity");
+        }
         loop {
-            let deadline = self
-                .timers
-                .peek()
-                .map(|Reverse((t, _))| *t)
-                .map_or(next_housekeeping.min(next_tick), |t| {
-                    t.min(next_housekeeping).min(next_tick)
-                });
+            let wake = self.handler.next_wakeup();
+            let mut deadline = next_housekeeping.min(next_tick);
+            if let Some(Reverse((t, _))) = self.timers.peek() {
+                deadline = deadline.min(*t);
+            }
+            if let Some(t) = wake {
+                deadline = deadline.min(t);
+            }
+            timer.arm(deadline);
             tokio::select! {
                 cmd = rx.recv() => {
-                    match cmd {
-                        Some(Command::Open { call, negotiated, reply }) => {
-                            let r = self.open(call, *negotiated, Instant::now());
-                            let _ = reply.send(r);
-                        }
-                        Some(Command::Close { id, reply }) => {
-                            let existed = self.sessions.contains_key(&id);
-                            if existed {
-                                self.close(id, CloseReason::Requested);
-                            }
-                            let _ = reply.send(existed);
-                        }
-                        Some(Command::Count { reply }) => {
-                            let _ = reply.send(self.sessions.len());
-                        }
-                        Some(Command::Sizes { reply }) => {
-                            let _ = reply.send(ServerSizes {
-                                sessions: self.sessions.len(),
-                                ufrags: self.by_ufrag.len(),
-                                addrs: self.by_addr.len(),
-                            });
-                        }
-                        Some(Command::Shutdown) | None => {
-                            let ids: Vec<_> = self.sessions.keys().copied().collect();
-                            for id in ids {
-                                self.close(id, CloseReason::Shutdown);
-                            }
-                            return;
-                        }
+                    if !self.command(cmd) {
+                        return;
                     }
                 }
-                r = self.socket.recv_from(&mut buf) => {
-                    match r {
-                        Ok((n, from)) => self.handle_datagram(&buf[..n], from, Instant::now()),
-                        Err(e) => tracing::debug!(error = %e, "udp recv"),
+                r = self.socket.readable() => {
+                    if r.is_ok() {
+                        self.read_ready(&mut buf);
                     }
                 }
-                () = tokio::time::sleep_until(deadline.into()) => {}
+                () = timer.wait() => {}
             }
             let now = Instant::now();
             self.run_due(now);
-            if now >= next_tick {
-                // The handler's clock: play-out and mixing run even when no packet arrives.
+            let handler_due = self.handler.next_wakeup().is_some_and(|t| t <= now);
+            if now >= next_tick || handler_due {
+                // The handler's clock: play-out and mixing run even when no packet arrives,
+                // and as soon as the handler's own deadline comes.
                 self.handler.on_tick(now);
-                next_tick = now + TICK;
+                if now >= next_tick {
+                    next_tick = now + TICK;
+                }
             }
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + HOUSEKEEPING;
             }
         }
+    }
+
+    /// Reads what the socket holds (a bounded batch, so commands and timers keep their turn).
+    fn read_ready(&mut self, buf: &mut [u8]) {
+        for _ in 0..RECV_BATCH {
+            match super::rx::recv(&self.socket, buf) {
+                Ok(m) => {
+                    if m.kernel_stamped {
+                        TransportStats::inc(&self.stats.kernel_timestamped);
+                    }
+                    if let Some(total) = m.dropped_total {
+                        self.stats
+                            .rx_queue_dropped
+                            .store(u64::from(total), Ordering::Relaxed);
+                    }
+                    let n = m.len.min(buf.len());
+                    // A datagram that filled the buffer may have been truncated: too big.
+                    if m.len >= buf.len() {
+                        TransportStats::inc(&self.stats.datagrams_in);
+                        TransportStats::inc(&self.stats.oversize_dropped);
+                        continue;
+                    }
+                    self.arrival = Some(m.arrival);
+                    self.handle_datagram(&buf[..n], m.from, Instant::now());
+                    self.arrival = None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    TransportStats::inc(&self.stats.recv_errors);
+                    tracing::debug!(error = %e, "udp recv");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs one command; `false` when the loop must end.
+    fn command(&mut self, cmd: Option<Command>) -> bool {
+        match cmd {
+            Some(Command::Open {
+                call,
+                negotiated,
+                reply,
+            }) => {
+                let r = self.open(call, *negotiated, Instant::now());
+                let _ = reply.send(r);
+            }
+            Some(Command::Close { id, reply }) => {
+                let existed = self.sessions.contains_key(&id);
+                if existed {
+                    self.close(id, CloseReason::Requested);
+                }
+                let _ = reply.send(existed);
+            }
+            Some(Command::Count { reply }) => {
+                let _ = reply.send(self.sessions.len());
+            }
+            Some(Command::Sizes { reply }) => {
+                let _ = reply.send(ServerSizes {
+                    sessions: self.sessions.len(),
+                    ufrags: self.by_ufrag.len(),
+                    addrs: self.by_addr.len(),
+                });
+            }
+            Some(Command::Shutdown) | None => {
+                let ids: Vec<_> = self.sessions.keys().copied().collect();
+                for id in ids {
+                    self.close(id, CloseReason::Shutdown);
+                }
+                return false;
+            }
+        }
+        true
     }
 
     /// Inserts a negotiated session.
@@ -1143,7 +1252,8 @@ impl ServerLoop {
             match message {
                 RTCMessage::RtpPacket(_, pkt) => {
                     media_out += 1;
-                    deliver_rtp(s, &pkt, now, &mut *self.handler, &self.stats);
+                    let at = self.arrival.unwrap_or(now);
+                    deliver_rtp(s, &pkt, at, &mut *self.handler, &self.stats);
                 }
                 RTCMessage::RtcpPacket(_, pkts) => {
                     media_out += 1;

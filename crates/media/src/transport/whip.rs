@@ -243,6 +243,9 @@ impl<H: MediaHandler, B: SessionBackend> MediaHandler for ForgetClosed<H, B> {
     fn on_tick(&mut self, now: std::time::Instant) {
         self.inner.on_tick(now);
     }
+    fn next_wakeup(&mut self) -> Option<std::time::Instant> {
+        self.inner.next_wakeup()
+    }
 }
 
 /// The router: `POST {prefix}/{call}` and `DELETE {prefix}/{call}/{session}`.

@@ -33,22 +33,38 @@ pub struct Seen {
     pub tones: Vec<ToneEvent>,
     pub closed: Vec<(SessionId, CloseReason)>,
     pub sender_reports: usize,
+    /// Counts kept in every mode (the lean harness keeps nothing else per session).
+    pub opened_count: usize,
+    pub rtp_count: usize,
+    pub closed_count: usize,
 }
 
 /// Playback writers handed out by the server, by session.
 pub type Writers = Arc<Mutex<Vec<(SessionId, PlaybackWriter)>>>;
 
-struct Recorder(Arc<Mutex<Seen>>, Writers);
+/// The recording handler; `lean` keeps counts only (no per-session growth: leak tests).
+struct Recorder(Arc<Mutex<Seen>>, Writers, bool);
 
 impl MediaHandler for Recorder {
     fn on_session_opened(&mut self, session: SessionId, call: &CallId) {
-        self.0.lock().unwrap().opened.insert(call.clone(), session);
+        let mut s = self.0.lock().unwrap();
+        s.opened_count += 1;
+        if !self.2 {
+            s.opened.insert(call.clone(), session);
+        }
     }
     fn on_session_connected(&mut self, session: SessionId, _call: &CallId) {
-        self.0.lock().unwrap().connected.push(session);
+        if !self.2 {
+            self.0.lock().unwrap().connected.push(session);
+        }
     }
     fn on_rtp(&mut self, p: &InboundRtp<'_>) {
-        self.0.lock().unwrap().rtp.push(Rtp {
+        let mut s = self.0.lock().unwrap();
+        s.rtp_count += 1;
+        if self.2 {
+            return;
+        }
+        s.rtp.push(Rtp {
             session: p.session,
             ssrc: p.ssrc.0,
             sequence: p.sequence,
@@ -73,7 +89,14 @@ impl MediaHandler for Recorder {
         self.0.lock().unwrap().tones.push(tone.clone());
     }
     fn on_session_closed(&mut self, session: SessionId, _call: &CallId, reason: CloseReason) {
-        self.0.lock().unwrap().closed.push((session, reason));
+        // The session's playback writer (and its 2 s PCM ring, 192 KB) goes with it: keeping
+        // it was the per-session growth of the 1,000-session soak test.
+        self.1.lock().unwrap().retain(|(s, _)| *s != session);
+        let mut s = self.0.lock().unwrap();
+        s.closed_count += 1;
+        if !self.2 {
+            s.closed.push((session, reason));
+        }
     }
 }
 
@@ -97,9 +120,18 @@ impl Harness {
 
     /// Like `start_with`, also serving `extra` routes on the same origin (test pages).
     pub async fn start_with_routes(config: MediaServerConfig, extra: axum::Router) -> Self {
+        Self::start_full(config, extra, false).await
+    }
+
+    /// A harness whose handler keeps counts only (`Seen::*_count`), for memory-growth tests.
+    pub async fn start_lean(config: MediaServerConfig) -> Self {
+        Self::start_full(config, axum::Router::new(), true).await
+    }
+
+    async fn start_full(config: MediaServerConfig, extra: axum::Router, lean: bool) -> Self {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let writers: Writers = Arc::default();
-        let recorder = Recorder(Arc::clone(&seen), Arc::clone(&writers));
+        let recorder = Recorder(Arc::clone(&seen), Arc::clone(&writers), lean);
         let handler = ForgetClosed::new(recorder);
         let link = handler.link();
         let media = MediaServer::start(config, Box::new(handler)).unwrap();
@@ -138,7 +170,7 @@ impl Harness {
                 if Instant::now() > deadline {
                     panic!(
                         "condition not met in time; seen so far: {} rtp, {} tones, closed {:?}",
-                        s.rtp.len(),
+                        s.rtp_count,
                         s.tones.len(),
                         s.closed
                     );

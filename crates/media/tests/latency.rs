@@ -1,0 +1,202 @@
+//! Proves on virtual time what the per-call latency histograms measure: end to end = jitter
+//! hold + processing, concealed frames are not counted, a 10 ms tick shows up as processing
+//! latency while polling at the pipeline's own deadline does not, and work time (the clock
+//! read at the push) is what processing measures.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use mediabot_media::{CallConfig, CallTag, MediaIngest, Ssrc, TrackSelect};
+
+/// The virtual clock the pipeline reads at each push: `base + VIRTUAL_NS`. Each test uses its
+/// own base and offset pair, so tests in this binary may run in parallel.
+struct VClock {
+    base: OnceLock<Instant>,
+    ns: AtomicU64,
+}
+
+impl VClock {
+    const fn new() -> Self {
+        VClock {
+            base: OnceLock::new(),
+            ns: AtomicU64::new(0),
+        }
+    }
+    fn base(&self) -> Instant {
+        *self.base.get_or_init(Instant::now)
+    }
+    fn now(&self) -> Instant {
+        self.base() + Duration::from_nanos(self.ns.load(Ordering::Relaxed))
+    }
+    fn set(&self, t: Instant) {
+        let d = t.saturating_duration_since(self.base());
+        self.ns.store(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+static TICKED: VClock = VClock::new();
+static DEADLINE: VClock = VClock::new();
+static WORK: VClock = VClock::new();
+static LOSSY: VClock = VClock::new();
+
+fn packets(seconds: f64, seed: u64) -> Vec<Arrival> {
+    let pcm = speech_like(48_000, seconds, seed);
+    let p = encode(&pcm, false, 10);
+    let sent = schedule(&p, 100, 1000, 0.0, 0.0, false);
+    impair(
+        &sent,
+        Ssrc(1),
+        Netem {
+            base_delay: 0.02,
+            jitter: 0.008,
+            seed,
+            ..Netem::default()
+        },
+    )
+}
+
+/// Runs `arrivals` through a call whose push clock is `clock`, polling every `tick` s, or at
+/// the pipeline's own deadlines when `tick` is `None`; the clock reads `work` after each
+/// input's instant (as if the work took that long).
+fn run(
+    clock: &'static VClock,
+    clock_fn: fn() -> Instant,
+    arrivals: &[Arrival],
+    end: f64,
+    tick: Option<f64>,
+    work: Duration,
+) -> (mediabot_media::CallLatencySnapshot, Driver) {
+    let cfg = CallConfig::new(CallTag(1)).with_clock(clock_fn);
+    let start = clock.base();
+    let call = mediabot_media::CallPipeline::new(cfg, start, std::time::SystemTime::UNIX_EPOCH);
+    let mut d = Driver::new(call, start);
+    d.add_sink(TrackSelect::AllParticipants);
+    let mut next_poll: Option<Instant> = Some(start);
+    let mut i = 0;
+    loop {
+        let arrival = arrivals.get(i).map(|a| d.at(a.at));
+        let t = match (arrival, next_poll) {
+            (Some(a), Some(p)) => a.min(p),
+            (a, p) => a.or(p).unwrap(),
+        };
+        if t > d.at(end) {
+            break;
+        }
+        clock.set(t + work);
+        if arrival == Some(t) {
+            let _ = d.call.ingest_rtp(t, &arrivals[i].bytes);
+            i += 1;
+            if tick.is_none() {
+                // An arrival may bring the deadline forward.
+                let due = d.call.poll(t);
+                next_poll = due;
+            }
+        } else {
+            let due = d.call.poll(t);
+            next_poll = match tick {
+                Some(s) => Some(t + Duration::from_secs_f64(s)),
+                None => due.map(|x| x.max(t + Duration::from_micros(1))),
+            };
+            d.drain();
+        }
+    }
+    d.drain();
+    (d.call.latency().snapshot(), d)
+}
+
+#[test]
+fn ticking_every_10ms_shows_as_processing_latency() {
+    let a = packets(4.0, 1);
+    let (s, _) = run(
+        &TICKED,
+        || TICKED.now(),
+        &a,
+        4.5,
+        Some(0.01),
+        Duration::ZERO,
+    );
+    assert!(s.processing.count > 150, "{}", s.processing.count);
+    // Due instants fall anywhere between ticks: the wait for the next tick is up to 10 ms.
+    let p99 = s.processing.quantile(0.99);
+    assert!(p99 > Duration::from_millis(7), "p99 {p99:?}");
+    assert!(s.processing.max <= Duration::from_millis(10), "{s:?}");
+    // Arrivals between ticks play out when a packet arrival polls, so not all frames wait.
+    assert!(s.processing.quantile(0.5) < p99);
+}
+
+#[test]
+fn polling_at_the_deadline_leaves_no_processing_latency() {
+    let a = packets(4.0, 2);
+    let (s, d) = run(&DEADLINE, || DEADLINE.now(), &a, 4.5, None, Duration::ZERO);
+    let n = s.end_to_end.count;
+    assert!(n > 150, "{n}");
+    assert_eq!(s.jitter_hold.count, n);
+    assert_eq!(s.processing.count, n);
+    // The virtual clock does not move during work: nothing above the first bucket (< 1 µs).
+    assert!(
+        s.processing.max < Duration::from_micros(1),
+        "{:?}",
+        s.processing
+    );
+    // End to end is then the jitter hold: the 20 ms minimum target less each packet's own
+    // excess delay (0-8 ms), and the 100 ms start-up wait for the first packets.
+    assert_eq!(s.end_to_end.quantile(0.5), s.jitter_hold.quantile(0.5));
+    let hold = s.jitter_hold.quantile(0.5);
+    assert!(
+        hold >= Duration::from_millis(10) && hold <= Duration::from_millis(30),
+        "{hold:?}"
+    );
+    // (The first packet's wait is 100 ms from the envelope, less its own excess delay.)
+    assert!(s.end_to_end.max >= Duration::from_millis(90), "{s:?}");
+    // Sum check: e2e = hold + processing for every frame.
+    let diff = s
+        .end_to_end
+        .sum
+        .abs_diff(s.jitter_hold.sum + s.processing.sum);
+    assert!(diff < Duration::from_micros(10), "{diff:?}");
+    // Every frame in the sink came from a received packet, and each was timed once.
+    let frames = d.tracks[0].frames.len() as u64;
+    assert_eq!(frames, n);
+}
+
+#[test]
+fn processing_measures_the_push_clock() {
+    let a = packets(3.0, 3);
+    let work = Duration::from_micros(300);
+    let (s, _) = run(&WORK, || WORK.now(), &a, 3.5, None, work);
+    let p = &s.processing;
+    assert!(p.count > 100);
+    // Every push reads 300 µs after its poll instant, and polls come at the deadline (to the
+    // driver's 1 µs step and float rounding).
+    assert!(p.quantile(0.0) >= Duration::from_micros(299), "{p:?}");
+    assert!(p.max < Duration::from_micros(302), "{p:?}");
+}
+
+#[test]
+fn concealed_frames_are_not_counted() {
+    let pcm = speech_like(48_000, 4.0, 4);
+    let p = encode(&pcm, false, 10);
+    let sent = schedule(&p, 100, 1000, 0.0, 0.0, false);
+    let a = impair(
+        &sent,
+        Ssrc(1),
+        Netem {
+            base_delay: 0.02,
+            loss: 0.1,
+            seed: 4,
+            ..Netem::default()
+        },
+    );
+    let (s, d) = run(&LOSSY, || LOSSY.now(), &a, 4.5, None, Duration::ZERO);
+    let st = d.call.stream_stats(Ssrc(1)).unwrap().snapshot();
+    assert!(st.concealed + st.fec_recovered > 5, "{st:?}");
+    let frames = &d.tracks[0].frames;
+    let clean = frames.iter().filter(|f| !f.2.concealed).count() as u64;
+    assert!(clean < frames.len() as u64);
+    assert_eq!(s.end_to_end.count, clean);
+}
