@@ -63,7 +63,7 @@ pub struct CallInfo {
     pub recording_dir: Option<String>,
     /// Whether frames reach the recorder (compliance gate).
     pub recording: bool,
-    /// Milliseconds from join/answer to the first audio frame of any speaker.
+    /// Milliseconds from the join/answer request to the first participant frame in a sink.
     pub setup_to_first_audio_ms: Option<u64>,
     /// Final outcome, once ended.
     pub ended: Option<CallOutcome>,
@@ -194,10 +194,15 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
         reply: stats_tx,
         echo: cfg.calls.echo,
     });
-    let call_stats: Option<Arc<CallStats>> = tokio::time::timeout(Duration::from_secs(5), stats_rx)
+    let handles = tokio::time::timeout(Duration::from_secs(5), stats_rx)
         .await
         .ok()
         .and_then(Result::ok);
+    let call_stats: Option<Arc<CallStats>> = handles.as_ref().map(|h| Arc::clone(&h.0));
+    let latency = handles.map(|h| h.1);
+    if let Some(l) = &latency {
+        shared.latency_started(&media_key, Arc::clone(l));
+    }
 
     // Sinks (rings attached when the gate opens).
     let safe_id: String = call_id
@@ -249,6 +254,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
             feed: feed.clone(),
             rate: rate.hz(),
             errors: Arc::clone(&shared.metrics.recorder_errors),
+            on_first_frame: Some(first_frame_hook(&shared, &info, started)),
         },
         sink_rx,
     );
@@ -277,7 +283,6 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
         gate_requested: false,
         rate,
         media_start,
-        started,
         names: HashMap::new(),
         tags: HashMap::new(),
         streams: HashMap::new(),
@@ -355,7 +360,6 @@ struct CallRun {
     gate_requested: bool,
     rate: SampleRate,
     media_start: Instant,
-    started: Instant,
     /// Roster facts by source id.
     names: HashMap<u32, ParticipantMeta>,
     /// Engine tags by participant id.
@@ -537,20 +541,11 @@ impl CallRun {
     fn handle_media_event(&mut self, ev: MediaEvent) {
         match ev {
             MediaEvent::StreamAdded {
-                ssrc, stats, at, ..
+                ssrc,
+                stats: Some(s),
+                ..
             } => {
-                if let Some(s) = stats {
-                    self.streams.insert(ssrc.0, s);
-                }
-                let mut info = lock(&self.info);
-                if info.setup_to_first_audio_ms.is_none() {
-                    let ms = at.saturating_duration_since(self.started).as_millis() as u64;
-                    info.setup_to_first_audio_ms = Some(ms);
-                    self.shared
-                        .metrics
-                        .setup_latency
-                        .observe(Duration::from_millis(ms));
-                }
+                self.streams.insert(ssrc.0, s);
             }
             MediaEvent::DominantSpeaker { ssrc, .. } => {
                 let pos = self.media_start.elapsed().as_secs_f64() * f64::from(self.rate.hz());
@@ -751,6 +746,7 @@ impl CallRun {
             .metrics
             .calls_ended
             .fetch_add(1, Ordering::Relaxed);
+        self.shared.latency_ended(&self.media_key);
         let mut info = lock(&self.info);
         info.state = "terminated".into();
         info.ended = Some(CallOutcome {
@@ -762,6 +758,24 @@ impl CallRun {
         self.shared
             .call_finished(&self.call_id, &self.media_key, info.clone());
     }
+}
+
+/// `mediabot_call_setup_seconds` and `setupToFirstAudioMs`: from the join/answer request to the
+/// first participant frame taken from a sink ring (recorder or transcription feed) by the call's
+/// sink thread. It spans Graph, the far side's WHIP connect, ICE/DTLS, the first packets, the
+/// jitter buffer and, in compliance mode, `updateRecordingStatus`. Calls with no sink (echo or
+/// playback only) are not measured.
+fn first_frame_hook(
+    shared: &Arc<Shared>,
+    info: &CallInfoHandle,
+    started: Instant,
+) -> Box<dyn FnOnce(Instant) + Send> {
+    let (shared, info) = (Arc::clone(shared), Arc::clone(info));
+    Box::new(move |at| {
+        let d = at.saturating_duration_since(started);
+        lock(&info).setup_to_first_audio_ms = Some(d.as_millis() as u64);
+        shared.metrics.setup_latency.observe(d);
+    })
 }
 
 fn manifest_json(m: &Manifest) -> serde_json::Value {

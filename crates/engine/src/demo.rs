@@ -129,7 +129,13 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoResult, DemoError> {
     };
     let recordings = opts.out_dir.join("recordings");
     let transcripts = opts.out_dir.join("transcripts");
-    let (emulator, engine) = start_local(&opts.out_dir, |_| {}).await?;
+    // The operator API (list calls, hang up, join) is bearer-token protected; the demo makes a
+    // one-off random token and prints it, so the API can be tried while the meeting runs.
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let (emulator, engine) = start_local(&opts.out_dir, |c| {
+        c.server.operator_token = Some(crate::config::Secret::new(token.clone()));
+    })
+    .await?;
 
     let info = emulator
         .start_scenario(scenario)
@@ -144,6 +150,10 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoResult, DemoError> {
             "bot        http://{}  (media udp {})",
             engine.http_addr(),
             engine.media_addr()
+        );
+        println!(
+            "operator   curl -H 'Authorization: Bearer {token}' http://{}/api/v1/calls",
+            engine.http_addr()
         );
         println!("joining    {join_url}");
     }

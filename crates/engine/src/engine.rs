@@ -18,8 +18,10 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use mediabot_media::stats::PROMETHEUS_BOUNDS;
 use mediabot_media::transport::whip::{self, WhipConfig, WhipState};
 use mediabot_media::transport::{CallId, MediaServer, MediaServerConfig, MediaServerHandle};
+use mediabot_media::{CallLatency, CallLatencySnapshot};
 use mediabot_signaling::join_url::parse_join_url;
 use mediabot_signaling::models::{
     AnswerRequest, Call, CallState, ChangeType, MediaConfig, RejectReason, RejectRequest,
@@ -78,7 +80,7 @@ pub struct EngineMetrics {
     pub notifications_misrouted: AtomicU64,
     /// Webhook handling latency (verify + parse + dispatch).
     pub webhook_latency: Histogram,
-    /// Join/answer to first audio frame.
+    /// Join/answer request to the first participant frame in a sink (see `call.rs`).
     pub setup_latency: Histogram,
     /// Calls answered.
     pub calls_answered: AtomicU64,
@@ -197,6 +199,10 @@ pub struct Shared {
     next_playback: AtomicU64,
     /// HTTPS handshake counters (zero when serving plain HTTP).
     pub tls_stats: Arc<crate::tls::TlsStats>,
+    /// Frame latency histograms of the calls in progress, by media key.
+    latency_live: Mutex<HashMap<CallId, Arc<CallLatency>>>,
+    /// The final histograms of every ended call, summed: the exported totals never go back.
+    latency_ended: Mutex<CallLatencySnapshot>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -261,6 +267,28 @@ impl Shared {
         self.publish(EngineEvent::CallEnded {
             call_id: call_id.to_string(),
         });
+    }
+
+    /// Starts exporting a call's frame latency histograms.
+    pub fn latency_started(&self, media_key: &CallId, latency: Arc<CallLatency>) {
+        lock(&self.latency_live).insert(media_key.clone(), latency);
+    }
+
+    /// Moves an ended call's histograms into the totals (after its pipeline is gone, so nothing
+    /// more is recorded into them).
+    pub fn latency_ended(&self, media_key: &CallId) {
+        if let Some(l) = lock(&self.latency_live).remove(media_key) {
+            lock(&self.latency_ended).merge(&l.snapshot());
+        }
+    }
+
+    /// Frame latencies of all calls, ended and in progress, summed.
+    pub fn latency_totals(&self) -> CallLatencySnapshot {
+        let mut total = lock(&self.latency_ended).clone();
+        for l in lock(&self.latency_live).values() {
+            total.merge(&l.snapshot());
+        }
+        total
     }
 
     /// Tells [`Engine::events`] subscribers (none listening is fine).
@@ -476,6 +504,8 @@ impl Engine {
             events: broadcast::channel(EVENT_BUFFER).0,
             next_playback: AtomicU64::new(1),
             tls_stats: Arc::default(),
+            latency_live: Mutex::new(HashMap::new()),
+            latency_ended: Mutex::new(CallLatencySnapshot::default()),
         });
 
         // Media events → call tasks.
@@ -1023,10 +1053,41 @@ fn render_metrics(s: &Shared) -> String {
     );
     w.histogram(
         "mediabot_call_setup_seconds",
-        "Join/answer to the first audio frame.",
+        "Join/answer request to the first participant audio frame taken by a sink (recorder or \
+         transcription feed).",
         &[],
         &m.setup_latency,
     );
+    // Frame latencies from the pipelines (every call since start, ended ones included, so the
+    // counts only grow), in exact bucket bounds of the media crate's histograms.
+    let lat = s.latency_totals();
+    for (name, help, h) in [
+        (
+            "mediabot_frame_processing_seconds",
+            "Per decoded frame: from max(packet arrival, jitter-buffer play-out deadline) to the \
+             frame's push into the sink rings (queueing and work, not buffering). All calls.",
+            &lat.processing,
+        ),
+        (
+            "mediabot_frame_latency_seconds",
+            "Per decoded frame: packet arrival to the frame's push into the sink rings. All calls.",
+            &lat.end_to_end,
+        ),
+        (
+            "mediabot_jitter_buffer_seconds",
+            "Per decoded frame: time held on purpose in the jitter buffer (play-out deadline \
+             minus arrival, at least 0). All calls.",
+            &lat.jitter_hold,
+        ),
+    ] {
+        w.histogram_cumulative(
+            name,
+            help,
+            &[],
+            h.cumulative_at(PROMETHEUS_BOUNDS),
+            h.sum.as_secs_f64(),
+        );
+    }
     let v = s.verifier.stats();
     w.sample(
         "mediabot_notification_key_fetches_total",

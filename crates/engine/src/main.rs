@@ -9,7 +9,12 @@ use clap::{Parser, Subcommand};
 
 /// mediabot: a Linux-native engine for application-hosted media bots on Microsoft Graph calls.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about = "mediabot: a Linux-native engine for application-hosted media bots on Microsoft Graph calls",
+    after_help = "First time? `mediabot demo` runs everything locally (no tenant needed).\n\
+                  Configuration reference and deployment: README.md and docs/."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +23,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the bot: answer and join calls, record, stream transcription feeds.
+    ///
+    /// Serves the webhook, WHIP, /healthz, /readyz, /metrics and the operator API (/api/v1, bearer token
+    /// from MEDIABOT_OPERATOR_TOKEN) over HTTPS (server.tls_cert/tls_key) or plain HTTP behind a
+    /// TLS proxy (server.behind_tls_proxy = true). SIGTERM drains, then exits.
     Run {
         /// Config file (TOML); also `MEDIABOT_CONFIG`.
         #[arg(long, env = "MEDIABOT_CONFIG")]
@@ -25,6 +34,9 @@ enum Command {
     },
     /// Run the whole thing locally with no tenant: the emulator, a bot joining a simulated
     /// meeting, recordings and a transcription feed. Takes about a minute.
+    ///
+    /// Prints a one-off operator API token (the API is bearer-token protected) to try
+    /// `/api/v1/calls` while the meeting runs.
     Demo {
         /// Where the recordings and transcripts go.
         #[arg(long, default_value = "mediabot-demo")]

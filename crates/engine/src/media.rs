@@ -25,8 +25,8 @@ use mediabot_media::transport::{
     ToneEvent,
 };
 use mediabot_media::{
-    CallConfig, CallPipeline, CallStats, FrameConsumer, MediaIngest, ParticipantTag, PayloadType,
-    PipelineEvent, RtpTimestamp, SeqNo, Ssrc, StreamStats, TrackSelect,
+    CallConfig, CallLatency, CallPipeline, CallStats, FrameConsumer, MediaIngest, ParticipantTag,
+    PayloadType, PipelineEvent, RtpTimestamp, SeqNo, Ssrc, StreamStats, TrackSelect,
 };
 
 use crate::playback::{PlaybackError, PlaybackId, PlaybackOutcome, Player, QueuedClip};
@@ -43,8 +43,8 @@ pub enum MediaCommand {
         config: Box<CallConfig>,
         /// Wall-clock time of the call's media start.
         wall_start: SystemTime,
-        /// Receives the call's counters.
-        reply: tokio::sync::oneshot::Sender<Arc<CallStats>>,
+        /// Receives the call's counters and frame latency histograms.
+        reply: tokio::sync::oneshot::Sender<(Arc<CallStats>, Arc<CallLatency>)>,
         /// Echo mode: the call's mix is played back into the call (needs 48 kHz output).
         echo: bool,
     },
@@ -344,7 +344,7 @@ impl EngineMedia {
                 echo,
             } => {
                 let mut p = CallPipeline::new(*config, now, wall_start);
-                let _ = reply.send(p.stats());
+                let _ = reply.send((p.stats(), p.latency()));
                 let mut out = Outbound::default();
                 if echo && config.output_rate.hz() == 48_000 {
                     // 1 s of mix queued at most; the playback ring paces it out.

@@ -85,6 +85,37 @@ impl PromWriter {
         let _ = writeln!(self.out, " {count}");
     }
 
+    /// Writes a histogram family from cumulative buckets `(upper bound seconds, count below)`,
+    /// ascending and ending with the `+Inf` bucket (whose count is the total), and the sum.
+    pub fn histogram_cumulative(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        labels: &[(&str, &str)],
+        cumulative: impl IntoIterator<Item = (f64, u64)>,
+        sum_secs: f64,
+    ) {
+        self.announce(name, help, "histogram");
+        let mut count = 0;
+        for (le, n) in cumulative {
+            let _ = write!(self.out, "{name}_bucket");
+            let le = if le.is_finite() {
+                fmt_value(le)
+            } else {
+                "+Inf".to_string()
+            };
+            write_labels(&mut self.out, labels, Some(&le));
+            let _ = writeln!(self.out, " {n}");
+            count = n;
+        }
+        let _ = write!(self.out, "{name}_sum");
+        write_labels(&mut self.out, labels, None);
+        let _ = writeln!(self.out, " {}", fmt_value(sum_secs));
+        let _ = write!(self.out, "{name}_count");
+        write_labels(&mut self.out, labels, None);
+        let _ = writeln!(self.out, " {count}");
+    }
+
     /// The finished body.
     pub fn finish(self) -> String {
         self.out

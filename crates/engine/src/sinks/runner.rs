@@ -61,6 +61,9 @@ pub struct SinkSet {
     pub rate: u32,
     /// Recorder file failures are added here (`mediabot_recorder_errors_total`).
     pub errors: Arc<AtomicU64>,
+    /// Called once, with the time, when the first participant frame reaches a sink (the call
+    /// setup metric's end point).
+    pub on_first_frame: Option<Box<dyn FnOnce(std::time::Instant) + Send>>,
 }
 
 impl std::fmt::Debug for SinkSet {
@@ -206,6 +209,11 @@ fn drain(
     for ring in rings.iter_mut() {
         while let Some(frame) = ring.pop() {
             out.frames += 1;
+            if matches!(frame.source, FrameSource::Participant { .. })
+                && let Some(f) = sinks.on_first_frame.take()
+            {
+                f(std::time::Instant::now());
+            }
             if let Some(r) = &mut sinks.recorder {
                 r.handle_frame(&frame);
             }
@@ -343,6 +351,7 @@ mod tests {
                 feed: None,
                 rate: 48_000,
                 errors: Arc::clone(&errors),
+                on_first_frame: None,
             },
             rx,
         )
