@@ -200,3 +200,130 @@ fn concealed_frames_are_not_counted() {
     assert!(clean < frames.len() as u64);
     assert_eq!(s.end_to_end.count, clean);
 }
+
+/// One media thread's work for `streams` speakers, on virtual time plus the real time the work
+/// takes: a clock that reads "the later of the event's instant and when the previous work
+/// finished", so a frame that waits behind other streams' decodes shows it as processing.
+/// No network, no scheduler: the figure is the pipeline's own queueing and work.
+/// `cargo test -p mediabot-media --release --test latency -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement (real work time); run by hand in release"]
+fn work_queueing_with_many_streams() {
+    use mediabot_media::{CallPipeline, FrameConsumer};
+    static MODEL: Mutex<(Option<Instant>, Option<Instant>)> = Mutex::new((None, None));
+    // (virtual anchor, real anchor): clock = v + (real now - r).
+    fn model_now() -> Instant {
+        let m = MODEL.lock().unwrap();
+        match *m {
+            (Some(v), Some(r)) => v + r.elapsed(),
+            _ => Instant::now(),
+        }
+    }
+    use std::sync::Mutex;
+    let pcm = speech_like(48_000, 2.0, 9);
+    let enc = encode(&pcm, false, 10);
+    for (streams, aligned) in [(100, false), (500, false), (500, true)] {
+        let start = Instant::now();
+        *MODEL.lock().unwrap() = (Some(start), Some(Instant::now()));
+        let per_call = std::env::var("MEDIABOT_PER_CALL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100usize);
+        let mut calls: Vec<(CallPipeline, Option<Instant>, FrameConsumer<i16>)> = (0..streams
+            / per_call)
+            .map(|k| {
+                let cfg = CallConfig::new(CallTag(k as u64))
+                    .with_mixer(None)
+                    .with_max_streams(per_call)
+                    .with_clock(model_now);
+                let mut c = CallPipeline::new(cfg, start, std::time::SystemTime::UNIX_EPOCH);
+                let sink = c.add_sink_i16(TrackSelect::AllParticipants, 64).unwrap();
+                (c, None, sink)
+            })
+            .collect();
+        // Arrivals: 4 s, stream i at offset (i * 20 ms / streams) unless aligned.
+        let mut arrivals = Vec::new();
+        for n in 0..200usize {
+            for i in 0..streams {
+                let off = if aligned {
+                    0.0
+                } else {
+                    0.02 * i as f64 / streams as f64
+                };
+                let at = 0.02 * n as f64 + off;
+                let p = &enc[n % enc.len()];
+                let bytes = rtp_bytes(Ssrc(1 + i as u32), n as u16, (n * 960) as u32, p);
+                arrivals.push((at, i, bytes));
+            }
+        }
+        arrivals.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut idx = 0;
+        let end = start + Duration::from_secs(4);
+        let wall = Instant::now();
+        let cpu0 = thread_cpu();
+        loop {
+            let next_arr = arrivals
+                .get(idx)
+                .map(|a| start + Duration::from_secs_f64(a.0));
+            let next_due = calls.iter().filter_map(|c| c.1).min();
+            let t = match (next_arr, next_due) {
+                (Some(a), Some(d)) => a.min(d),
+                (a, d) => match a.or(d) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            if t > end {
+                break;
+            }
+            // The thread is free at `cur`; it idles until `t` if that is later.
+            let cur = model_now();
+            if t > cur {
+                *MODEL.lock().unwrap() = (Some(t), Some(Instant::now()));
+            }
+            let now = t.max(cur);
+            if next_arr == Some(t) {
+                let (_, i, bytes) = &arrivals[idx];
+                let c = &mut calls[i / per_call];
+                let _ = c.0.ingest_rtp(t, bytes);
+                c.1 = c.0.poll(now);
+                idx += 1;
+            } else {
+                for c in calls.iter_mut().filter(|c| c.1.is_some_and(|d| d <= now)) {
+                    c.1 = c.0.poll(now);
+                }
+            }
+            for c in &mut calls {
+                while c.2.pop().is_some() {}
+            }
+        }
+        let mut s = mediabot_media::CallLatencySnapshot::default();
+        for c in &calls {
+            s.merge(&c.0.latency().snapshot());
+        }
+        let p = &s.processing;
+        let wall = wall.elapsed();
+        let cpu = thread_cpu() - cpu0;
+        println!(
+            "streams={streams} aligned={aligned}: {} frames of 4 s media; thread cpu {cpu:?} \
+             ({:?} per frame, {:.0}% of a core), wall {wall:?}; processing p50 {:?} p99 {:?} \
+             p99.9 {:?} max {:?}",
+            p.count,
+            cpu / u32::try_from(p.count.max(1)).unwrap(),
+            100.0 * cpu.as_secs_f64() / 4.0,
+            p.quantile(0.5),
+            p.quantile(0.99),
+            p.quantile(0.999),
+            p.max,
+        );
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: all-zero is a valid timespec, filled in by clock_gettime for our own thread.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and a pointer to a live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}

@@ -153,7 +153,8 @@ mod imp {
     }
 
     /// How long ago the (CLOCK_REALTIME) kernel stamp was; `None` if the wall clock stepped
-    /// so that it looks negative or over a second old.
+    /// so that it looks negative or over 10 s old (a datagram can wait seconds in a large
+    /// receive buffer when the thread is starved: that age is real and must show).
     fn age(ts: libc::timespec) -> Option<Duration> {
         // SAFETY: all-zero is a valid timespec; clock_gettime fills it.
         let mut now: libc::timespec = unsafe { std::mem::zeroed() };
@@ -163,7 +164,7 @@ mod imp {
         }
         let ns = |t: libc::timespec| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
         let d = ns(now) - ns(ts);
-        (0..1_000_000_000)
+        (0..10_000_000_000)
             .contains(&d)
             .then(|| Duration::from_nanos(d as u64))
     }
