@@ -265,6 +265,8 @@ pub struct EngineMedia {
     commands: Receiver<MediaCommand>,
     events: SyncSender<MediaEvent>,
     stats: Arc<GlueStats>,
+    /// Earliest `CallPipeline::poll` deadline of all calls (for [`MediaHandler::next_wakeup`]).
+    next_due: Option<Instant>,
 }
 
 impl std::fmt::Debug for EngineMedia {
@@ -287,6 +289,7 @@ impl EngineMedia {
             commands,
             events,
             stats,
+            next_due: None,
         }
     }
 
@@ -453,10 +456,13 @@ impl EngineMedia {
             calls,
             events,
             stats,
+            next_due,
             ..
         } = self;
+        *next_due = None;
         for (k, c) in calls.iter_mut() {
-            c.pipeline.poll(now);
+            let due = c.pipeline.poll(now);
+            *next_due = earliest(*next_due, due);
             forward_events(events, stats, k, &mut c.pipeline, now);
         }
     }
@@ -535,7 +541,8 @@ impl MediaHandler for EngineMedia {
         if c.pipeline.ingest_rtp_packet(now, &pkt).is_err() {
             stats.packets_refused.fetch_add(1, Ordering::Relaxed);
         }
-        c.pipeline.poll(now);
+        let due = c.pipeline.poll(now);
+        self.next_due = earliest(self.next_due, due);
         forward_events(events, stats, packet.call, &mut c.pipeline, now);
     }
 
@@ -551,6 +558,10 @@ impl MediaHandler for EngineMedia {
 
     fn on_tick(&mut self, now: Instant) {
         self.tick(now);
+    }
+
+    fn next_wakeup(&mut self) -> Option<Instant> {
+        self.next_due
     }
 
     fn on_tone(&mut self, tone: &ToneEvent) {
@@ -583,6 +594,13 @@ impl MediaHandler for EngineMedia {
             call: call.clone(),
             reason,
         });
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

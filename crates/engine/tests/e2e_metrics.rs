@@ -79,8 +79,9 @@ async fn latency_histograms_survive_the_call_and_threads_are_named() {
         1e3 * value(&body, "mediabot_jitter_buffer_seconds_sum") / frames,
         1e3 * value(&body, "mediabot_frame_processing_seconds_sum") / frames,
     );
-    // 2 s of speech in 20 ms packets, decoded after the call ended: about 100 frames.
-    assert!((80.0..=130.0).contains(&frames), "{frames}");
+    // 2 s of speech in 20 ms packets: at most about 100 decoded frames (a loaded machine may
+    // conceal some, which are not timed).
+    assert!((50.0..=130.0).contains(&frames), "{frames}");
     assert_eq!(
         value(&body, "mediabot_frame_processing_seconds_count"),
         frames
