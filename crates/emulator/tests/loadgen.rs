@@ -47,6 +47,9 @@ async fn smoke_two_calls_two_speakers_against_the_real_binary() {
     assert!(min >= 150.0 * 0.9, "fewest frames per stream {min}: {m:?}");
     assert!(m.frames_out as f64 >= m.received as f64 * 0.9, "{m:?}");
     assert_eq!(m.dropped_at_ring, 0);
+    // 48 kHz recordings of 4 speakers for at least 3 s were written (then deleted).
+    let bytes = s.recorded_bytes.unwrap();
+    assert!(bytes >= 4 * 3 * 96_000, "the bot wrote {bytes} bytes");
     assert!(s.bot_cpu.as_ref().unwrap().process_cores > 0.0);
     assert!(s.rss_kib.unwrap() > 0);
     assert!(s.generator_packets_per_sec > 4.0 * 50.0 * 0.8);

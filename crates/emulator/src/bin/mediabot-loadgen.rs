@@ -18,8 +18,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOADGEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc_dtls=error"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOADGEN_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,rtc_dtls=error,rtc_ice=error,rtc=error")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

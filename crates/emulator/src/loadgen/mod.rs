@@ -139,6 +139,14 @@ pub struct LoadtestArgs {
     /// No live progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// How long the emulated Graph keeps a joined call in `establishing`, ms. Real Graph takes
+    /// a few hundred ms (the emulator's default is 300); 0 measures the bot's own setup path.
+    #[arg(long, default_value_t = 0)]
+    pub graph_establish_ms: u64,
+    /// Profile the bot with `perf record -g` during the steady window of the step with this
+    /// many streams; writes `perf-<streams>.txt` (top symbols) to `--out`.
+    #[arg(long)]
+    pub perf_at: Option<usize>,
 }
 
 impl Default for LoadtestArgs {
@@ -223,6 +231,10 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         .app(app_cfg)
         .media(Arc::new(media.clone()))
         .require_https_callbacks(false)
+        .timing(crate::Timing {
+            establish_ms: args.graph_establish_ms,
+            ..crate::Timing::default()
+        })
         .seed(args.seed)
         .start(args.listen.as_str())
         .await
@@ -307,6 +319,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         bot_pid,
         hz: procfs::clock_ticks_per_sec(),
         progress: &progress,
+        work_dir: (args.bot_url.is_none() && !args.keep_files).then_some(work.as_path()),
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = bot_pid.and_then(|p| procfs::snapshot(p).ok());
@@ -433,6 +446,8 @@ struct Ctx<'a> {
     bot_pid: Option<u32>,
     hz: u64,
     progress: &'a Progress,
+    /// The spawned bot's working folder (recordings are emptied after each step).
+    work_dir: Option<&'a std::path::Path>,
 }
 
 fn ctx_peer<'a>(ctx: &'a Ctx<'a>, cpu: Option<usize>) -> peer::PeerCtx<'a> {
@@ -650,11 +665,16 @@ async fn run_step(
 
     // Steady window.
     let scrape1 = scrape(ctx).await;
+    let cores1 = procfs::cpu_times();
     let s1 = bot_snapshot(ctx);
     let g1 = floor::process_cpu_secs();
     let sent1 = stats.packets_sent.load(Ordering::Relaxed);
     let t1 = Instant::now();
     let steady = Duration::from_secs_f64(args.steady_secs.max(0.5));
+    let perf = match (args.perf_at, ctx.bot_pid) {
+        (Some(n), Some(pid)) if n == streams => perf_start(&args.out, pid, streams),
+        _ => None,
+    };
     let mut last = s1.clone();
     while t1.elapsed() < steady {
         tokio::time::sleep(Duration::from_secs(1).min(steady.saturating_sub(t1.elapsed()))).await;
@@ -677,7 +697,11 @@ async fn run_step(
         ));
     }
     let s2 = bot_snapshot(ctx);
+    let cores2 = procfs::cpu_times();
     let gen_cpu = floor::process_cpu_secs() - g1;
+    if let Some(p) = perf {
+        perf_finish(p, &args.out, streams);
+    }
     let sent2 = stats.packets_sent.load(Ordering::Relaxed);
     let wall = t1.elapsed().as_secs_f64();
     let scrape2 = scrape(ctx).await;
@@ -707,6 +731,8 @@ async fn run_step(
         }
     }
     let scrape3 = scrape(ctx).await;
+    // 48 kHz WAVs of hundreds of streams add up fast: empty the folders between steps.
+    let disk_bytes = ctx.work_dir.map(empty_media_folders);
 
     // Per-call counters.
     let mut mc = MediaCounters::default();
@@ -815,9 +841,84 @@ async fn run_step(
                 .map(|(a, b)| LatencySummary::from_hist(&a.minus(&b))),
         ),
         broken: Vec::new(),
+        recorded_bytes: disk_bytes,
+        core_busy: procfs::busy_between(&cores1, &cores2),
     };
     step.broken = step.judge();
     Ok(step)
+}
+
+/// Starts `perf record -g` on the bot (it inherits the generator's CPU).
+fn perf_start(out: &std::path::Path, pid: u32, streams: usize) -> Option<std::process::Child> {
+    std::process::Command::new("perf")
+        .args([
+            "record",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "499",
+            "-g",
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(out.join(format!("perf-{streams}.data")))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| eprintln!("loadtest: perf not started: {e}"))
+        .ok()
+}
+
+/// Stops perf (SIGINT, as Ctrl-C) and writes the top of its report.
+fn perf_finish(mut child: std::process::Child, out: &std::path::Path, streams: usize) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let _ = child.wait();
+    let data = out.join(format!("perf-{streams}.data"));
+    let report = std::process::Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--percent-limit",
+            "0.7",
+            "-g",
+            "none",
+            "--sort",
+            "comm,dso,symbol",
+            "-i",
+        ])
+        .arg(&data)
+        .output();
+    if let Ok(r) = report {
+        let _ = std::fs::write(out.join(format!("perf-{streams}.txt")), r.stdout);
+    }
+}
+
+/// Deletes what the bot wrote under `recordings/` and `transcripts/`; returns the bytes freed.
+fn empty_media_folders(work: &std::path::Path) -> u64 {
+    fn size(p: &std::path::Path) -> u64 {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                .map(|d| d.flatten().map(|e| size(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        }
+    }
+    let mut total = 0;
+    for sub in ["recordings", "transcripts"] {
+        let dir = work.join(sub);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            total += size(&e.path());
+            let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+        }
+    }
+    total
 }
 
 fn now_ms() -> u64 {

@@ -142,6 +142,51 @@ pub fn cpu_between(a: &Snapshot, b: &Snapshot, ticks_per_sec: u64) -> CpuUse {
     }
 }
 
+/// Per-CPU `(busy, total)` jiffies from `/proc/stat` (busy = all but idle and iowait).
+pub fn parse_cpu_times(stat: &str) -> BTreeMap<usize, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for line in stat.lines() {
+        let mut it = line.split_whitespace();
+        let Some(name) = it.next() else { continue };
+        let Some(n) = name
+            .strip_prefix("cpu")
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let v: Vec<u64> = it.filter_map(|x| x.parse().ok()).collect();
+        if v.len() < 5 {
+            continue;
+        }
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let total: u64 = v.iter().take(8).sum();
+        let idle = v[3] + v[4];
+        out.insert(n, (total - idle, total));
+    }
+    out
+}
+
+/// [`parse_cpu_times`] of this machine now (empty when unreadable).
+pub fn cpu_times() -> BTreeMap<usize, (u64, u64)> {
+    std::fs::read_to_string("/proc/stat")
+        .map(|s| parse_cpu_times(&s))
+        .unwrap_or_default()
+}
+
+/// Busy fraction per CPU between two [`cpu_times`] readings.
+pub fn busy_between(
+    a: &BTreeMap<usize, (u64, u64)>,
+    b: &BTreeMap<usize, (u64, u64)>,
+) -> BTreeMap<usize, f64> {
+    b.iter()
+        .filter_map(|(cpu, (busy, total))| {
+            let (b0, t0) = a.get(cpu)?;
+            let dt = total.checked_sub(*t0)?;
+            (dt > 0).then(|| (*cpu, busy.saturating_sub(*b0) as f64 / dt as f64))
+        })
+        .collect()
+}
+
 /// Pins thread `tid` (0 = the calling thread) to one CPU.
 ///
 /// # Errors
@@ -243,6 +288,21 @@ mod tests {
         assert!((c.process_cores - 0.5).abs() < 1e-9);
         assert!((c.threads["main"] - 0.1).abs() < 1e-9);
         assert!((c.threads["sink-*"] - 0.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn per_cpu_busy_from_proc_stat() {
+        let a = parse_cpu_times(
+            "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\nintr 1\n",
+        );
+        let b = parse_cpu_times(
+            "cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 55 0 5 90 0 0 0 0 0 0\ncpu1 5 0 5 140 0 0 0 0 0 0\n",
+        );
+        assert_eq!(a[&0], (10, 50));
+        let busy = busy_between(&a, &b);
+        assert!((busy[&0] - 0.5).abs() < 1e-9);
+        assert!(busy[&1].abs() < 1e-9);
+        assert_eq!(busy.len(), 2);
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct Settings {
     pub webhook_secs: f64,
     /// What the bot does with each stream.
     pub bot_work: String,
+    /// The emulated Graph's establishing delay, ms (part of call setup).
+    pub graph_establish_ms: u64,
 }
 
 impl Settings {
@@ -142,6 +144,7 @@ impl Settings {
             local_bot,
             webhook_connections: a.webhook_connections,
             webhook_secs: a.webhook_secs,
+            graph_establish_ms: a.graph_establish_ms,
             bot_work: "WHIP/DTLS-SRTP in, jitter buffer, Opus decode, 48 kHz per-speaker WAV recording to disk, 16 kHz per-speaker transcription feed to files".into(),
         }
     }
@@ -321,6 +324,11 @@ pub struct StepResult {
     pub setup: CallSetup,
     /// Why this step counts as broken (empty: it held).
     pub broken: Vec<String>,
+    /// Bytes the bot wrote (recordings and transcription feed) in this step, deleted after it.
+    pub recorded_bytes: Option<u64>,
+    /// Busy fraction of every CPU in the steady window (`/proc/stat`), by CPU number: the bot's
+    /// CPU busy beyond the bot's own use is other processes taking its core.
+    pub core_busy: BTreeMap<usize, f64>,
 }
 
 impl StepResult {
@@ -469,9 +477,11 @@ impl LoadtestReport {
             met: at500.map(|s| s.broken.is_empty()),
         });
         // CPU per stream vs the floor.
+        // The 500-stream step when it held, else the largest that held, else the first.
         let ref_step = at500
             .filter(|s| s.broken.is_empty())
-            .or_else(|| self.steps.iter().rev().find(|s| s.broken.is_empty()));
+            .or_else(|| self.steps.iter().rev().find(|s| s.broken.is_empty()))
+            .or_else(|| self.steps.first());
         let ratio = match (ref_step.and_then(|s| s.bot_cores_per_stream), &self.floor) {
             (Some(b), Some(f)) if f.cores_per_stream > 0.0 => Some(b / f.cores_per_stream),
             _ => None,
@@ -599,7 +609,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
     let _ = writeln!(o, "\n## Sweep\n");
     let _ = writeln!(
         o,
-        "| streams | calls | bot CPU % | CPU/stream % | × floor | media thread % | RSS MiB | KiB/stream | gen CPU % | gen µs/pkt | received | lost | concealed | ring drops | frames/stream min | setup p50 ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| streams | calls | bot CPU % | others on bot CPU % | CPU/stream % | × floor | media thread % | RSS MiB | KiB/stream | gen CPU % | gen µs/pkt | received | lost | concealed | ring drops | frames/stream min | setup p50 ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let floor = r.floor.as_ref().map(|f| f.cores_per_stream);
     for st in &r.steps {
@@ -607,10 +617,18 @@ pub fn markdown(r: &LoadtestReport) -> String {
         let media_thread = cpu.and_then(|c| c.threads.get("mediabot-udp").copied());
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |",
             st.streams_connected,
             st.calls_joined,
             opt(cpu.map(|c| c.process_cores * 100.0), 1),
+            opt(
+                r.settings
+                    .bot_cpu
+                    .and_then(|c| st.core_busy.get(&c))
+                    .zip(cpu)
+                    .map(|(b, c)| ((b - c.process_cores) * 100.0).max(0.0)),
+                1
+            ),
             opt(st.bot_cores_per_stream.map(|c| c * 100.0), 3),
             opt(
                 st.bot_cores_per_stream
