@@ -183,6 +183,8 @@ mod loaded {
         pub latencies: Vec<Arc<CallLatency>>,
         pub streams: Vec<Arc<StreamStats>>,
         pub frames: u64,
+        /// `on_tick` calls (media-thread wake-ups for the handler).
+        pub ticks: Arc<std::sync::atomic::AtomicU64>,
     }
 
     pub struct Handler {
@@ -190,11 +192,13 @@ mod loaded {
         tag: u64,
         sinks: Arc<Mutex<Vec<FrameConsumer<i16>>>>,
         pub shared: Arc<Mutex<Shared>>,
+        ticks: Arc<std::sync::atomic::AtomicU64>,
     }
 
     impl Handler {
         pub fn new() -> (Self, Arc<Mutex<Shared>>, Arc<AtomicBool>) {
             let shared = Arc::new(Mutex::new(Shared::default()));
+            let ticks = Arc::clone(&shared.lock().unwrap().ticks);
             let sinks: Arc<Mutex<Vec<FrameConsumer<i16>>>> = Arc::default();
             let stop = Arc::new(AtomicBool::new(false));
             // The consuming sink: drains every ring every 5 ms on its own thread.
@@ -216,6 +220,7 @@ mod loaded {
                     calls: HashMap::new(),
                     tag: 0,
                     sinks,
+                    ticks,
                     shared: Arc::clone(&shared),
                 },
                 shared,
@@ -271,6 +276,7 @@ mod loaded {
         }
 
         fn on_tick(&mut self, now: Instant) {
+            self.ticks.fetch_add(1, Ordering::Relaxed);
             for c in self.calls.values_mut() {
                 if c.next.is_none_or(|t| t <= now) {
                     c.next = c.pipeline.poll(now);
@@ -292,7 +298,7 @@ mod loaded {
 /// On a shared machine the media thread runs at nice -10 (`MEDIABOT_COST_NICE`, needs root),
 /// standing in for the dedicated core the bot would have.
 ///
-/// MEDIABOT_COST_STREAMS=500 MEDIABOT_COST_PER_SESSION=5 \
+/// MEDIABOT_COST_STREAMS=500 MEDIABOT_COST_PER_SESSION=5 [MEDIABOT_COST_GRID_US=1000] \
 ///   cargo test -p mediabot-media --release --test transport_cost -- --ignored --nocapture latency
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run by hand (see doc)"]
@@ -303,13 +309,19 @@ async fn latency_under_load() {
     let seconds = env_or("MEDIABOT_COST_SECONDS", 10);
     let aligned = env_or("MEDIABOT_COST_ALIGNED", 0) == 1;
     let nice = env_or("MEDIABOT_COST_NICE", 10) as i32;
+    // MEDIABOT_COST_GRID_US: the wake-up grid in µs (default 1000; 0 = a wake-up per deadline).
+    let grid = Duration::from_micros(env_or("MEDIABOT_COST_GRID_US", 1000) as u64);
     let sessions = streams.div_ceil(per_session);
     let (handler, shared, stop) = loaded::Handler::new();
     let media = mediabot_media::transport::MediaServer::start(
-        MediaServerConfig::default(),
+        MediaServerConfig {
+            wake_grid: grid,
+            ..MediaServerConfig::default()
+        },
         Box::new(handler),
     )
     .unwrap();
+    println!("wake grid {grid:?}");
     // MEDIABOT_COST_NICE=n runs the media thread at nice -n (default 10; 0 leaves it alone).
     tokio::time::sleep(Duration::from_millis(50)).await;
     if nice != 0 {
@@ -385,6 +397,7 @@ async fn latency_under_load() {
         }
     };
     let sender_ticks0 = thread_ticks("mediabot-udp");
+    let on_ticks0 = shared.lock().unwrap().ticks.load(Ordering::Relaxed);
     let stats0 = media.stats().socket_snapshot();
     let start = Instant::now();
     let mut interval = tokio::time::interval(Duration::from_millis(1));
@@ -416,6 +429,11 @@ async fn latency_under_load() {
     let wall = start.elapsed();
     let cpu = Duration::from_millis((thread_ticks("mediabot-udp") - sender_ticks0) * 10);
     let stats1 = media.stats().socket_snapshot();
+    let on_ticks = shared.lock().unwrap().ticks.load(Ordering::Relaxed) - on_ticks0;
+    println!(
+        "on_tick calls {on_ticks} ({:.0} per second)",
+        on_ticks as f64 / wall.as_secs_f64()
+    );
     stop.store(true, Ordering::Relaxed);
 
     report(

@@ -246,9 +246,11 @@ pub trait MediaHandler: Send + 'static {
     fn on_tick(&mut self, _now: Instant) {}
     /// When the handler next has time-driven work due (e.g. the earliest
     /// `CallPipeline::poll` deadline of its calls), asked after every handler call. The media
-    /// thread then calls [`MediaHandler::on_tick`] at that instant (to about 1 ms) instead of
-    /// waiting for its 10 ms period, so a frame due between ticks is not held back. `None`
-    /// (the default): the 10 ms period only.
+    /// thread then calls [`MediaHandler::on_tick`] at that instant rounded up to
+    /// [`MediaServerConfig::wake_grid`] (default 1 ms; at most one `on_tick` per grid step,
+    /// however many distinct deadlines the calls have) instead of waiting for its 10 ms
+    /// period, so a frame due between ticks is not held back by more than one grid step.
+    /// `None` (the default): the 10 ms period only.
     fn next_wakeup(&mut self) -> Option<Instant> {
         None
     }

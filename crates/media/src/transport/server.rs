@@ -89,6 +89,14 @@ pub struct MediaServerConfig {
     pub loopback_peers_only: bool,
     /// The send path (bot → far side), used when the offer lets us send audio back.
     pub send: SendConfig,
+    /// Grid the handler's wake-ups are coalesced on ([`MediaHandler::next_wakeup`]): each
+    /// requested instant is rounded up to the next multiple of this step (counted from the
+    /// media thread's start), the 10 ms tick falls on the same grid, and `on_tick` runs at most
+    /// once per step. This is the bound on the latency the coalescing adds to a frame due
+    /// between ticks, and caps handler wake-ups at `1 s / wake_grid` (+ the 10 ms tick)
+    /// however many calls have distinct deadlines. Default 1 ms; zero wakes at every requested
+    /// instant (one wake-up per distinct deadline: costly with many streams).
+    pub wake_grid: Duration,
 }
 
 impl Default for MediaServerConfig {
@@ -105,6 +113,7 @@ impl Default for MediaServerConfig {
             max_addrs_per_session: 4,
             loopback_peers_only: false,
             send: SendConfig::default(),
+            wake_grid: Duration::from_millis(1),
         }
     }
 }
@@ -698,6 +707,66 @@ const RECEIVE_BUFFER: usize = 8 << 20;
 const RECV_BATCH: usize = 64;
 const CERTIFICATE_RENEWAL: Duration = Duration::from_secs(24 * 3600);
 
+/// Coalesces the handler's wake-ups on a fixed grid (see [`MediaServerConfig::wake_grid`]).
+#[derive(Debug, Clone, Copy)]
+struct WakeGrid {
+    epoch: Instant,
+    step: Duration,
+    /// Earliest grid point a handler wake-up may be set for: the one after the last
+    /// `on_tick` (so `on_tick` runs at most once per step, even for a handler whose deadline
+    /// stays in the past).
+    floor: Option<Instant>,
+}
+
+impl WakeGrid {
+    fn new(epoch: Instant, step: Duration) -> Self {
+        Self {
+            epoch,
+            step,
+            floor: None,
+        }
+    }
+
+    /// Steps from the epoch to `t`, rounded down, and the remainder.
+    fn split(&self, t: Instant) -> (u128, u128) {
+        let step = self.step.as_nanos().max(1);
+        let since = t.saturating_duration_since(self.epoch).as_nanos();
+        (since / step, since % step)
+    }
+
+    fn at(&self, steps: u128) -> Instant {
+        // Saturates far beyond any real deadline (u64 nanoseconds is 584 years).
+        let ns = steps.saturating_mul(self.step.as_nanos());
+        self.epoch + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+
+    /// The first grid point at or after `t` (`t` itself with a zero step).
+    fn round_up(&self, t: Instant) -> Instant {
+        if self.step.is_zero() || t <= self.epoch {
+            return t.max(self.epoch);
+        }
+        match self.split(t) {
+            (n, 0) => self.at(n),
+            (n, _) => self.at(n + 1),
+        }
+    }
+
+    /// Records an `on_tick` at `now`: the next handler wake-up is at the following grid point
+    /// at the earliest.
+    fn ran(&mut self, now: Instant) {
+        if !self.step.is_zero() {
+            let (n, _) = self.split(now);
+            self.floor = Some(self.at(n + 1));
+        }
+    }
+
+    /// When the loop should wake for the handler's requested instant.
+    fn coalesce(&self, requested: Option<Instant>) -> Option<Instant> {
+        let t = self.round_up(requested?);
+        Some(self.floor.map_or(t, |f| t.max(f)))
+    }
+}
+
 fn generate_certificate() -> Option<RTCCertificate> {
     let provider = rtc::crypto::default_provider().ok()?;
     let params = CertificateParams::new(vec!["mediabot".to_owned()]).ok()?;
@@ -737,7 +806,6 @@ impl ServerLoop {
     async fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; 2048];
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
-        let mut next_tick = Instant::now() + TICK;
         let kernel_stamps = super::rx::enable(&self.socket);
         if !kernel_stamps {
             tracing::debug!("no kernel receive timestamps: arrival is stamped after the read");
@@ -748,8 +816,10 @@ impl ServerLoop {
         if !timer.is_precise() {
             tracing::debug!("no timerfd: wake-ups have tokio's 1 ms granularity");
         }
+        let mut grid = WakeGrid::new(Instant::now(), self.config.wake_grid);
+        let mut next_tick = grid.round_up(Instant::now() + TICK);
+        let mut wake = grid.coalesce(self.handler.next_wakeup());
         loop {
-            let wake = self.handler.next_wakeup();
             let mut deadline = next_housekeeping.min(next_tick);
             if let Some(Reverse((t, _))) = self.timers.peek() {
                 deadline = deadline.min(*t);
@@ -773,18 +843,20 @@ impl ServerLoop {
             }
             let now = Instant::now();
             self.run_due(now);
-            let handler_due = self.handler.next_wakeup().is_some_and(|t| t <= now);
-            if now >= next_tick || handler_due {
-                // The handler's clock: play-out and mixing run even when no packet arrives,
-                // and as soon as the handler's own deadline comes.
-                self.handler.on_tick(now);
-                if now >= next_tick {
-                    next_tick = now + TICK;
-                }
-            }
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + HOUSEKEEPING;
+            }
+            wake = grid.coalesce(self.handler.next_wakeup());
+            if now >= next_tick || wake.is_some_and(|t| t <= now) {
+                // The handler's clock: play-out and mixing run even when no packet arrives,
+                // and as soon as the handler's own (coalesced) deadline comes.
+                self.handler.on_tick(now);
+                grid.ran(now);
+                if now >= next_tick {
+                    next_tick = grid.round_up(now + TICK);
+                }
+                wake = grid.coalesce(self.handler.next_wakeup());
             }
         }
     }
@@ -1356,4 +1428,46 @@ fn random_token(rng: &mut impl RngCore, len: usize) -> String {
     (0..len)
         .map(|_| char::from(ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn wake_grid_rounds_up_and_runs_at_most_once_per_step() {
+        let e = Instant::now();
+        let mut g = WakeGrid::new(e, MS);
+        assert_eq!(g.round_up(e + 3 * MS), e + 3 * MS);
+        assert_eq!(g.round_up(e + 3 * MS + US), e + 4 * MS);
+        assert_eq!(g.round_up(e + 2 * MS + 999 * US), e + 3 * MS);
+        assert_eq!(g.coalesce(None), None);
+        // Never later than one step after the request.
+        for k in 0..5000u32 {
+            let t = e + k * 7 * US;
+            let w = g.coalesce(Some(t)).unwrap();
+            assert!(w >= t && w - t < MS, "{k}");
+        }
+        // After an on_tick at 4.2 ms, a deadline still in the past (or in the same step)
+        // waits for the next grid point.
+        g.ran(e + 4 * MS + 200 * US);
+        assert_eq!(g.coalesce(Some(e + MS)), Some(e + 5 * MS));
+        assert_eq!(g.coalesce(Some(e + 4 * MS + 500 * US)), Some(e + 5 * MS));
+        assert_eq!(g.coalesce(Some(e + 7 * MS + US)), Some(e + 8 * MS));
+    }
+
+    #[test]
+    fn zero_grid_wakes_at_each_requested_instant() {
+        let e = Instant::now();
+        let mut g = WakeGrid::new(e, Duration::ZERO);
+        let t = e + 3 * MS + 17 * US;
+        assert_eq!(g.coalesce(Some(t)), Some(t));
+        g.ran(e + 5 * MS);
+        assert_eq!(g.coalesce(Some(t)), Some(t));
+        assert_eq!(g.round_up(e + MS + US), e + MS + US);
+    }
 }
