@@ -193,6 +193,9 @@ mod loaded {
         sinks: Arc<Mutex<Vec<FrameConsumer<i16>>>>,
         pub shared: Arc<Mutex<Shared>>,
         ticks: Arc<std::sync::atomic::AtomicU64>,
+        /// Poll every call on each `on_tick`, due or not (as the engine does):
+        /// `MEDIABOT_COST_POLL_ALL=1`.
+        poll_all: bool,
     }
 
     impl Handler {
@@ -221,6 +224,7 @@ mod loaded {
                     tag: 0,
                     sinks,
                     ticks,
+                    poll_all: super::env_or("MEDIABOT_COST_POLL_ALL", 0) == 1,
                     shared: Arc::clone(&shared),
                 },
                 shared,
@@ -278,7 +282,7 @@ mod loaded {
         fn on_tick(&mut self, now: Instant) {
             self.ticks.fetch_add(1, Ordering::Relaxed);
             for c in self.calls.values_mut() {
-                if c.next.is_none_or(|t| t <= now) {
+                if self.poll_all || c.next.is_none_or(|t| t <= now) {
                     c.next = c.pipeline.poll(now);
                 }
             }
@@ -297,6 +301,9 @@ mod loaded {
 ///
 /// On a shared machine the media thread runs at nice -10 (`MEDIABOT_COST_NICE`, needs root),
 /// standing in for the dedicated core the bot would have.
+///
+/// `MEDIABOT_COST_POLL_ALL=1` polls every call on each `on_tick` (as the engine does) instead
+/// of only the due ones.
 ///
 /// MEDIABOT_COST_STREAMS=500 MEDIABOT_COST_PER_SESSION=5 [MEDIABOT_COST_GRID_US=1000] \
 ///   cargo test -p mediabot-media --release --test transport_cost -- --ignored --nocapture latency
