@@ -319,6 +319,8 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         bot_pid,
         hz: procfs::clock_ticks_per_sec(),
         progress: &progress,
+        bot_cpu,
+        gen_cpu,
         work_dir: (args.bot_url.is_none() && !args.keep_files).then_some(work.as_path()),
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -446,6 +448,10 @@ struct Ctx<'a> {
     bot_pid: Option<u32>,
     hz: u64,
     progress: &'a Progress,
+    /// CPU the bot is pinned to.
+    bot_cpu: Option<usize>,
+    /// CPU the generator is pinned to.
+    gen_cpu: Option<usize>,
     /// The spawned bot's working folder (recordings are emptied after each step).
     work_dir: Option<&'a std::path::Path>,
 }
@@ -843,8 +849,10 @@ async fn run_step(
         broken: Vec::new(),
         recorded_bytes: disk_bytes,
         core_busy: procfs::busy_between(&cores1, &cores2),
+        warnings: Vec::new(),
     };
     step.broken = step.judge();
+    step.warnings = step.measurement_warnings(ctx.bot_cpu, ctx.gen_cpu);
     Ok(step)
 }
 
