@@ -72,6 +72,14 @@ enum Command {
         #[arg(long)]
         scenario: Vec<PathBuf>,
     },
+    /// Load-test a bot: N calls x M speakers through the emulator's signaling and replayed
+    /// Opus media, sweeping stream counts; CPU, memory, latency, loss, webhook throughput and
+    /// call setup, beside a bare-libopus floor (and aiortc when asked). Writes result.json,
+    /// report.md and report.html with plots. See docs/performance.md.
+    Loadtest {
+        #[command(flatten)]
+        args: Box<mediabot_emulator::loadgen::LoadtestArgs>,
+    },
     /// Print the version.
     Version,
     /// Probe a running instance's health endpoint (the container HEALTHCHECK uses this, since the
@@ -91,13 +99,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Demo { .. }));
+    init_logging(match cli.command {
+        Command::Demo { .. } => "warn",
+        // The generator's WebRTC stack warns about every ICE check it drops under load.
+        Command::Loadtest { .. } => "warn,rtc_dtls=error,rtc_ice=error,rtc=error",
+        _ => "info",
+    });
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Demo { out, scenario } => demo(out, scenario),
         Command::Permissions { config } => permissions(&config),
         Command::Join { url, api, token } => join(&url, &api, &token),
         Command::Emulator { listen, scenario } => emulator(&listen, &scenario),
+        Command::Loadtest { args } => loadtest(*args),
         Command::Version => {
             println!("mediabot {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -140,8 +154,7 @@ fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
     }
 }
 
-fn init_logging(quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEDIABOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
@@ -159,6 +172,24 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             None
+        }
+    }
+}
+
+fn loadtest(args: mediabot_emulator::loadgen::LoadtestArgs) -> ExitCode {
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let out = args.out.clone();
+    match rt.block_on(mediabot_emulator::loadgen::run(args)) {
+        Ok(report) => {
+            print!("{}", report.target_lines());
+            println!("report: {}", out.join("report.md").display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mediabot loadtest: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

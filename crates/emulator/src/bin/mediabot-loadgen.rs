@@ -39,18 +39,7 @@ fn main() -> ExitCode {
     let out = cli.args.out.clone();
     match rt.block_on(loadgen::run(cli.args)) {
         Ok(report) => {
-            for t in &report.targets {
-                println!(
-                    "{:<32} {:<10} {}",
-                    t.name,
-                    match t.met {
-                        Some(true) => "met",
-                        Some(false) => "MISSED",
-                        None => "n/a",
-                    },
-                    t.measured
-                );
-            }
+            print!("{}", report.target_lines());
             println!("report: {}", out.join("report.md").display());
             ExitCode::SUCCESS
         }

@@ -53,6 +53,23 @@ pub struct LoadtestReport {
     pub notes: Vec<String>,
 }
 
+impl LoadtestReport {
+    /// One line per target (name, met / MISSED / n/a, what was measured): what a command
+    /// prints at the end of a run.
+    pub fn target_lines(&self) -> String {
+        let mut out = String::new();
+        for t in &self.targets {
+            let verdict = match t.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "n/a",
+            };
+            out.push_str(&format!("{:<32} {verdict:<10} {}\n", t.name, t.measured));
+        }
+        out
+    }
+}
+
 /// Facts about the machine and build.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
