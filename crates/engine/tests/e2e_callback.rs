@@ -4,12 +4,13 @@
 //! counted as misrouted.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mediabot::demo::start_local;
 use mediabot::engine::{EngineEvent, callback_uri};
-use mediabot_emulator::Scenario;
 
 const MEETING: &str = r#"
 name = "callback"
@@ -45,13 +46,7 @@ async fn notifications_reach_the_instance_path_in_the_callback() {
         "callback {cb}"
     );
     let mut events = engine.events();
-    let info = emulator
-        .start_scenario(Scenario::from_toml(MEETING, None).unwrap())
-        .unwrap();
-    let call_id = engine
-        .join(info["join_url"].as_str().unwrap())
-        .await
-        .unwrap();
+    let call_id = common::join_scenario(&emulator, &engine, MEETING).await;
     let t = Instant::now();
     let mut established = false;
     while !engine.finished_calls().iter().any(|c| c.call_id == call_id) {

@@ -2,10 +2,11 @@
 //! the call, and the emulator's media side receives that audio (the speaker's own voice).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use mediabot::demo::start_local;
-use mediabot_emulator::Scenario;
 use mediabot_emulator::media::speech_like;
 
 const MEETING: &str = r#"
@@ -56,18 +57,8 @@ async fn echo_mode_plays_the_mix_back_into_the_call() {
     })
     .await
     .unwrap();
-    let info = emulator
-        .start_scenario(Scenario::from_toml(MEETING, None).unwrap())
-        .unwrap();
-    let call_id = engine
-        .join(info["join_url"].as_str().unwrap())
-        .await
-        .unwrap();
-    let t = Instant::now();
-    while !engine.finished_calls().iter().any(|c| c.call_id == call_id) {
-        assert!(t.elapsed() < Duration::from_secs(60), "call did not end");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let call_id = common::join_scenario(&emulator, &engine, MEETING).await;
+    common::wait_call_finished(&engine, &call_id, Duration::from_secs(60)).await;
     engine.shutdown(Duration::from_secs(1)).await;
     // The emulator finalizes its copy when its peer closes.
     let file = dir

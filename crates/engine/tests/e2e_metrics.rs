@@ -4,10 +4,11 @@
 //! carry the names the load generator reads from /proc.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use mediabot::demo::start_local;
-use mediabot_emulator::Scenario;
 
 const MEETING: &str = r#"
 name = "metrics"
@@ -53,13 +54,7 @@ async fn latency_histograms_survive_the_call_and_threads_are_named() {
     })
     .await
     .unwrap();
-    let info = emulator
-        .start_scenario(Scenario::from_toml(MEETING, None).unwrap())
-        .unwrap();
-    let call_id = engine
-        .join(info["join_url"].as_str().unwrap())
-        .await
-        .unwrap();
+    let call_id = common::join_scenario(&emulator, &engine, MEETING).await;
     let t = Instant::now();
     let mut saw_sink_thread = false;
     while !engine.finished_calls().iter().any(|c| c.call_id == call_id) {

@@ -5,11 +5,12 @@
 //! the participant said (the emulator's source signal) whatever the jitter buffer concealed.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mediabot::demo::start_local;
-use mediabot_emulator::Scenario;
 use mediabot_emulator::media::speech_like;
 
 const MEETING: &str = r#"
@@ -105,25 +106,8 @@ async fn ogg_opus_tracks_decode_to_the_wav_timeline() {
     })
     .await
     .unwrap();
-    let info = emulator
-        .start_scenario(Scenario::from_toml(MEETING, None).unwrap())
-        .unwrap();
-    let call_id = engine
-        .join(info["join_url"].as_str().unwrap())
-        .await
-        .unwrap();
-    let t = Instant::now();
-    let call = loop {
-        if let Some(c) = engine
-            .finished_calls()
-            .into_iter()
-            .find(|c| c.call_id == call_id)
-        {
-            break c;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "call did not end");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let call_id = common::join_scenario(&emulator, &engine, MEETING).await;
+    let call = common::wait_call_finished(&engine, &call_id, Duration::from_secs(60)).await;
     engine.shutdown(Duration::from_secs(1)).await;
     let rec = std::path::PathBuf::from(call.recording_dir.unwrap());
     let manifest: serde_json::Value =

@@ -3,12 +3,13 @@
 //! recognisably the prompt; a stopped clip reports `Stopped`; bad requests are typed errors.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use mediabot::demo::start_local;
 use mediabot::engine::EngineEvent;
 use mediabot::playback::{PlaybackError, PlaybackOutcome};
-use mediabot_emulator::Scenario;
 use mediabot_emulator::media::speech_like;
 
 const MEETING: &str = r#"
@@ -82,13 +83,7 @@ async fn prompt_wav_reaches_the_far_side_of_the_call() {
     .await
     .unwrap();
     let mut events = engine.events();
-    let info = emulator
-        .start_scenario(Scenario::from_toml(MEETING, None).unwrap())
-        .unwrap();
-    let call_id = engine
-        .join(info["join_url"].as_str().unwrap())
-        .await
-        .unwrap();
+    let call_id = common::join_scenario(&emulator, &engine, MEETING).await;
     assert!(matches!(
         engine.play_wav("no-such-call", &prompt_path).await,
         Err(PlaybackError::UnknownCall(_))

@@ -3,12 +3,13 @@
 //! tones are reported (metric and event).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mediabot::demo::start_local;
 use mediabot::engine::EngineEvent;
-use mediabot_emulator::Scenario;
 
 const MEETING: &str = r##"
 name = "tones"
@@ -39,25 +40,8 @@ async fn tones_between_talkspurts_are_not_lost_audio() {
     .await
     .unwrap();
     let mut events = engine.events();
-    let info = emulator
-        .start_scenario(Scenario::from_toml(MEETING, None).unwrap())
-        .unwrap();
-    let call_id = engine
-        .join(info["join_url"].as_str().unwrap())
-        .await
-        .unwrap();
-    let t = Instant::now();
-    let call = loop {
-        if let Some(c) = engine
-            .finished_calls()
-            .into_iter()
-            .find(|c| c.call_id == call_id)
-        {
-            break c;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "call did not end");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let call_id = common::join_scenario(&emulator, &engine, MEETING).await;
+    let call = common::wait_call_finished(&engine, &call_id, Duration::from_secs(60)).await;
     let mut keys = Vec::new();
     while let Ok(ev) = events.try_recv() {
         if let EngineEvent::Tone { event, .. } = ev {
