@@ -312,7 +312,9 @@ pub struct RecordingSection {
     pub ogg: bool,
     /// Seconds between `fdatasync`s of open files (0 = only at close).
     pub fsync_interval_secs: u64,
-    /// Per-sink ring capacity, in 20 ms frames.
+    /// Capacity of the ring that carries every speaker's frames to the recorder, in 20 ms
+    /// frames (shared by the call's speakers: 500 is 1 s of sink-thread stall with ten
+    /// speakers); the mix ring gets a quarter of it, at least 50 frames.
     pub ring_frames: usize,
 }
 

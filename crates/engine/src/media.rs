@@ -371,6 +371,7 @@ impl EngineMedia {
                 capacity,
                 reply,
             } => {
+                let capacity = sink_ring_frames(select, capacity);
                 let c = self
                     .calls
                     .get_mut(&call)
@@ -639,6 +640,18 @@ fn forward_events(
             _ => continue,
         };
         emit(events, stats, ev);
+    }
+}
+
+/// Frames of a sink ring: `recording.ring_frames` for the participants' ring, which every
+/// speaker of the call shares, and a quarter of it (at least 50, one second) for the mix, which
+/// carries one frame per 20 ms whatever the number of speakers. A ring's slots become resident
+/// as the ring cycles (about 2 KiB each), so an oversized mix ring is memory spent on nothing:
+/// with the defaults and ten speakers the participants' ring holds 1 s and the mix ring 2.5 s.
+fn sink_ring_frames(select: TrackSelect, configured: usize) -> usize {
+    match select {
+        TrackSelect::Mixed => (configured / 4).max(50),
+        _ => configured,
     }
 }
 

@@ -43,6 +43,7 @@ pub mod pipeline;
 pub mod receive;
 pub mod resample;
 pub mod rtp;
+pub mod sched;
 pub mod stats;
 mod stream;
 pub mod transport;

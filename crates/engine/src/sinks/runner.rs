@@ -74,6 +74,11 @@ impl std::fmt::Debug for SinkSet {
     }
 }
 
+/// Nice value of the sink threads. The media thread (nice 0) has play-out deadlines; a sink
+/// thread only drains rings that hold seconds, so on a busy core it yields: the media thread's
+/// wake-ups are not queued behind a sink thread's burst of file writes and filtering.
+pub const SINK_THREAD_NICE: i32 = 10;
+
 /// Spawns the sink thread of a call.
 ///
 /// # Errors
@@ -85,7 +90,12 @@ pub fn spawn(
 ) -> std::io::Result<JoinHandle<SinkOutcome>> {
     std::thread::Builder::new()
         .name(format!("sink-{name}"))
-        .spawn(move || run(sinks, control))
+        .spawn(move || {
+            if let Err(e) = mediabot_media::sched::set_current_thread_nice(SINK_THREAD_NICE) {
+                tracing::debug!(error = %e, "sink thread keeps the default priority");
+            }
+            run(sinks, control)
+        })
 }
 
 fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
@@ -206,6 +216,7 @@ fn drain(
             }
         }
     }
+    let mut fed = false;
     for ring in rings.iter_mut() {
         while let Some(frame) = ring.pop() {
             out.frames += 1;
@@ -221,9 +232,13 @@ fn drain(
             {
                 to_16k(&frame, sinks.rate, ssrc.0, decimators, pcm16);
                 let pos = frame.position.0 * 16_000 / u64::from(sinks.rate.max(1));
-                feed.update(|f| f.handle_frame(ssrc.0, pos, pcm16));
+                feed.update_quiet(|f| f.handle_frame(ssrc.0, pos, pcm16));
+                fed = true;
             }
         }
+    }
+    if fed && let Some(feed) = &sinks.feed {
+        feed.wake();
     }
 }
 
@@ -251,22 +266,33 @@ fn to_16k(
 
 /// A 48 kHz to 16 kHz decimator: a 48-tap windowed-sinc low-pass at 7.2 kHz, keeping every third
 /// sample. Cheap enough for the sink thread and clean enough for speech recognition.
+///
+/// Polyphase in effect: the filter runs only at the kept outputs, over a contiguous window of a
+/// linear history (no modulo indexing). Integer arithmetic: Q15 taps times 16-bit samples summed
+/// in 32 bits, which the compiler turns into `pmaddwd` (eight products per instruction), exact
+/// and the same on every machine. About 1 µs per 20 ms frame where the earlier ring-indexed float
+/// loop took tens.
 #[derive(Debug, Clone)]
 pub struct Decimator {
-    hist: [f32; TAPS],
-    pos: usize,
-    phase: usize,
+    /// The last `TAPS - 1` inputs, then the current call's; trimmed after each call.
+    buf: Vec<i16>,
+    /// Inputs still to come before the next output (1..=3).
+    until_next: usize,
 }
 
 const TAPS: usize = 48;
+const FACTOR: usize = 3;
+/// Fixed-point scale of the taps (Q15).
+const TAP_SHIFT: u32 = 15;
 
-fn taps() -> &'static [f32; TAPS] {
-    static T: std::sync::OnceLock<[f32; TAPS]> = std::sync::OnceLock::new();
+/// The filter in Q15. Its absolute sum is about 1.2 x 2^15, so a 48-term sum of 16-bit samples
+/// stays below 2^31.
+fn taps() -> &'static [i16; TAPS] {
+    static T: std::sync::OnceLock<[i16; TAPS]> = std::sync::OnceLock::new();
     T.get_or_init(|| {
-        let mut t = [0f32; TAPS];
+        let mut t = [0f64; TAPS];
         let fc = 7_200.0 / 48_000.0;
         let mid = (TAPS - 1) as f64 / 2.0;
-        let mut sum = 0.0;
         for (i, v) in t.iter_mut().enumerate() {
             let x = i as f64 - mid;
             let sinc = if x == 0.0 {
@@ -276,43 +302,84 @@ fn taps() -> &'static [f32; TAPS] {
             };
             let w = 0.42 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / (TAPS - 1) as f64).cos()
                 + 0.08 * (4.0 * std::f64::consts::PI * i as f64 / (TAPS - 1) as f64).cos();
-            *v = (sinc * w) as f32;
-            sum += f64::from(*v);
+            *v = sinc * w;
         }
-        for v in &mut t {
-            *v = (f64::from(*v) / sum) as f32;
-        }
-        t
+        let sum: f64 = t.iter().sum();
+        let scale = f64::from(1u32 << TAP_SHIFT) / sum;
+        // Unity DC gain; the largest tap (~0.3) is far from the i16 limit.
+        t.map(|v| (v * scale).round() as i16)
     })
 }
 
 impl Default for Decimator {
     fn default() -> Self {
+        let mut buf = Vec::with_capacity(TAPS - 1 + 960);
+        buf.resize(TAPS - 1, 0);
         Self {
-            hist: [0.0; TAPS],
-            pos: 0,
-            phase: 0,
+            buf,
+            until_next: FACTOR,
         }
     }
+}
+
+/// One output: `taps · window`, rounded back to 16 bits.
+#[inline]
+fn fir(t: &[i16; TAPS], window: &[i16]) -> i16 {
+    let acc = dot_i16(t, window);
+    let rounded = (acc + (1 << (TAP_SHIFT - 1))) >> TAP_SHIFT;
+    rounded.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16
+}
+
+/// `t · window[..TAPS]` in 32 bits with SSE2's `pmaddwd` (eight 16-bit products per
+/// instruction; SSE2 is part of every x86-64 CPU). The compiler does not find this form on its
+/// own: its loop measured 5x slower.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn dot_i16(t: &[i16; TAPS], window: &[i16]) -> i32 {
+    use std::arch::x86_64::{
+        __m128i, _mm_add_epi32, _mm_cvtsi128_si32, _mm_loadu_si128, _mm_madd_epi16,
+        _mm_setzero_si128, _mm_shuffle_epi32,
+    };
+    let w = &window[..TAPS];
+    // SAFETY: SSE2 is in the x86-64 baseline; every load reads 8 i16 inside `t` or `w`, both
+    // exactly TAPS (a multiple of 8) long; unaligned loads have no alignment requirement.
+    unsafe {
+        let mut s = _mm_setzero_si128();
+        for k in (0..TAPS).step_by(8) {
+            let a = _mm_loadu_si128(t.as_ptr().add(k).cast::<__m128i>());
+            let b = _mm_loadu_si128(w.as_ptr().add(k).cast::<__m128i>());
+            s = _mm_add_epi32(s, _mm_madd_epi16(a, b));
+        }
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+/// `t · window[..TAPS]` in 32 bits (portable form).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn dot_i16(t: &[i16; TAPS], window: &[i16]) -> i32 {
+    t.iter()
+        .zip(&window[..TAPS])
+        .map(|(&c, &x)| i32::from(c) * i32::from(x))
+        .sum()
 }
 
 impl Decimator {
     /// Filters `input` (48 kHz) and appends the 16 kHz samples to `out`.
     pub fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
         let t = taps();
-        for &s in input {
-            self.hist[self.pos] = f32::from(s);
-            self.pos = (self.pos + 1) % TAPS;
-            self.phase += 1;
-            if self.phase == 3 {
-                self.phase = 0;
-                let mut acc = 0f32;
-                for (k, c) in t.iter().enumerate() {
-                    acc += c * self.hist[(self.pos + k) % TAPS];
-                }
-                out.push(acc.round().clamp(-32768.0, 32767.0) as i16);
-            }
+        self.buf.extend_from_slice(input);
+        // The window ending at input sample `i` (0-based in `input`) is buf[i .. i + TAPS].
+        let mut i = self.until_next - 1;
+        while i < input.len() {
+            out.push(fir(t, &self.buf[i..i + TAPS]));
+            i += FACTOR;
         }
+        self.until_next = i - input.len() + 1;
+        let keep_from = self.buf.len() - (TAPS - 1);
+        self.buf.drain(..keep_from);
     }
 }
 
@@ -383,6 +450,53 @@ mod tests {
         assert!(m.tracks[0].error.is_some());
         assert_eq!(m.tracks[0].frames_lost_to_errors, mixed);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fast_dot_product_equals_the_plain_sum_even_at_full_scale() {
+        let t = taps();
+        let abs: i64 = t.iter().map(|&c| i64::from(c).abs()).sum();
+        assert!(
+            abs * 32_768 < i64::from(i32::MAX),
+            "no 32-bit overflow: {abs}"
+        );
+        let worst: Vec<i16> = t
+            .iter()
+            .map(|&c| if c >= 0 { i16::MAX } else { i16::MIN })
+            .collect();
+        let ramp: Vec<i16> = (0..TAPS as i32)
+            .map(|i| (i * 1361 - 30_000) as i16)
+            .collect();
+        for w in [worst, ramp] {
+            let plain: i32 = t
+                .iter()
+                .zip(&w)
+                .map(|(&c, &x)| i32::from(c) * i32::from(x))
+                .sum();
+            assert_eq!(dot_i16(t, &w), plain);
+        }
+    }
+
+    #[test]
+    fn decimator_output_does_not_depend_on_how_input_is_split() {
+        let input: Vec<i16> = (0..4801)
+            .map(|i| ((i * 7919) % 20_001) as i16 - 10_000)
+            .collect();
+        let mut whole = Vec::new();
+        Decimator::default().process(&input, &mut whole);
+        assert_eq!(whole.len(), 1600, "every third of 4801 samples");
+        let mut d = Decimator::default();
+        let mut split = Vec::new();
+        let mut rest = &input[..];
+        for n in [1, 2, 7, 960, 100, 3, 1000].iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (a, b) = rest.split_at((*n).min(rest.len()));
+            d.process(a, &mut split);
+            rest = b;
+        }
+        assert_eq!(whole, split);
     }
 
     #[test]

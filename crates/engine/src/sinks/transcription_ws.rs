@@ -38,6 +38,17 @@ impl FeedHandle {
         r
     }
 
+    /// Runs `f` on the feed without waking the driver; the caller calls [`FeedHandle::wake`]
+    /// once after a batch (the sink thread feeds every frame of a drain, then wakes once).
+    pub fn update_quiet<R>(&self, f: impl FnOnce(&mut FeedState) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    /// Wakes the driver after [`FeedHandle::update_quiet`] calls.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     fn lock(&self) -> MutexGuard<'_, FeedState> {
         // A panic while holding this lock cannot leave FeedState half-updated in a way that
         // matters more than losing the feed; keep going with the inner value.

@@ -44,7 +44,8 @@ impl WavWriter {
     pub fn create(path: impl AsRef<Path>, sample_rate: u32, channels: u16) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = File::create(&path)?;
-        let mut out = BufWriter::with_capacity(64 * 1024, file);
+        // 32 KiB: a write every ~170 ms per 48 kHz track; the buffer is resident per open track.
+        let mut out = BufWriter::with_capacity(32 * 1024, file);
         out.write_all(&header(sample_rate, channels, 0))?;
         out.flush()?;
         Ok(Self {

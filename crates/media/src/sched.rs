@@ -1,0 +1,80 @@
+//! Thread scheduling hints for the threads around the media thread.
+//!
+//! The media thread's frames have play-out deadlines; the sink threads (recorders, feeds) only
+//! have rings to drain, which absorb seconds of delay. On a saturated core the scheduler should
+//! therefore run the media thread first. Lowering the sink threads' priority (a higher nice
+//! value) needs no privilege, unlike raising the media thread's, so that is what the engine does.
+
+use std::io;
+
+/// Sets the calling thread's nice value (Linux: per thread). Values are clamped to 0..=19; a
+/// process may always make its own threads nicer. Elsewhere this does nothing.
+///
+/// # Errors
+/// The OS refused (e.g. a seccomp policy forbids `setpriority`).
+pub fn set_current_thread_nice(nice: i32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let nice = nice.clamp(0, 19);
+        // SAFETY: plain syscalls; `gettid` cannot fail and `setpriority`'s result is checked.
+        let r = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+    Ok(())
+}
+
+/// The calling thread's nice value (Linux), for tests and diagnostics.
+///
+/// # Errors
+/// The OS refused.
+pub fn current_thread_nice() -> io::Result<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls; `getpriority` returns -1 both as a value and as an error, so
+        // errno is cleared first and checked after.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            let v = libc::getpriority(libc::PRIO_PROCESS, tid);
+            if v == -1 && *libc::__errno_location() != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(v)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_thread_can_lower_its_own_priority_without_touching_others() {
+        let before = current_thread_nice().unwrap();
+        let target = (before + 3).min(19);
+        let inner = std::thread::spawn(move || {
+            set_current_thread_nice(target).unwrap();
+            current_thread_nice().unwrap()
+        })
+        .join()
+        .unwrap();
+        if cfg!(target_os = "linux") {
+            assert_eq!(inner, target);
+        }
+        assert_eq!(
+            current_thread_nice().unwrap(),
+            before,
+            "only that thread changed"
+        );
+    }
+}
