@@ -30,6 +30,34 @@ pub fn set_current_thread_nice(nice: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Puts the calling thread under `SCHED_FIFO` at `priority` (clamped to 1..=99). Linux only;
+/// elsewhere an `Unsupported` error.
+///
+/// # Errors
+/// The OS refused: without `CAP_SYS_NICE` or a permissive `RLIMIT_RTPRIO`, `EPERM`.
+pub fn set_current_thread_realtime(priority: u8) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param {
+            sched_priority: i32::from(priority.clamp(1, 99)),
+        };
+        // SAFETY: plain syscall on the calling thread (pid 0); `param` lives for the call.
+        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = priority;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "real-time scheduling is only wired up on Linux",
+        ))
+    }
+}
+
 /// The calling thread's nice value (Linux), for tests and diagnostics.
 ///
 /// # Errors
@@ -57,6 +85,26 @@ pub fn current_thread_nice() -> io::Result<i32> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn real_time_priority_is_granted_or_refused_cleanly() {
+        let r = std::thread::spawn(|| {
+            let r = set_current_thread_realtime(1);
+            // SAFETY: plain query of the calling thread's policy.
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            (r.map_err(|e| e.kind()), policy)
+        })
+        .join()
+        .unwrap();
+        match r {
+            (Ok(()), policy) => assert_eq!(policy, libc::SCHED_FIFO),
+            (Err(kind), policy) => {
+                assert_eq!(kind, io::ErrorKind::PermissionDenied);
+                assert_eq!(policy, libc::SCHED_OTHER, "unchanged when refused");
+            }
+        }
+    }
 
     #[test]
     fn a_thread_can_lower_its_own_priority_without_touching_others() {

@@ -97,6 +97,13 @@ pub struct MediaServerConfig {
     /// however many calls have distinct deadlines. Default 1 ms; zero wakes at every requested
     /// instant (one wake-up per distinct deadline: costly with many streams).
     pub wake_grid: Duration,
+    /// Run the media thread under `SCHED_FIFO` at this priority (1-99): it then preempts
+    /// every ordinary thread on its core the moment a deadline or a packet wakes it, which is
+    /// what bounds per-frame processing latency on a busy core. Needs `CAP_SYS_NICE` (or an
+    /// `RLIMIT_RTPRIO` that allows it); when refused the thread runs at normal priority and
+    /// says so in the log. The kernel's RT throttling (by default 95 % of each second) keeps a
+    /// runaway media thread from locking its core. `None` (default): normal priority.
+    pub realtime_priority: Option<u8>,
 }
 
 impl Default for MediaServerConfig {
@@ -114,6 +121,7 @@ impl Default for MediaServerConfig {
             loopback_peers_only: false,
             send: SendConfig::default(),
             wake_grid: Duration::from_millis(1),
+            realtime_priority: None,
         }
     }
 }
@@ -314,6 +322,16 @@ impl MediaServer {
         let thread = std::thread::Builder::new()
             .name("mediabot-udp".into())
             .spawn(move || {
+                if let Some(prio) = config.realtime_priority {
+                    match crate::sched::set_current_thread_realtime(prio) {
+                        Ok(()) => tracing::info!(priority = prio, "media thread runs SCHED_FIFO"),
+                        Err(e) => tracing::warn!(
+                            priority = prio,
+                            error = %e,
+                            "media thread real-time priority refused (needs CAP_SYS_NICE); normal priority"
+                        ),
+                    }
+                }
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
