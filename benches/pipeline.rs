@@ -132,7 +132,7 @@ fn bench_pipeline(c: &mut Criterion) {
     }
     group.finish();
 
-    // Breakdown: the drift resampler alone on 20 ms of decoded audio.
+    // Breakdown: the drift resampler alone on 20 ms of decoded audio, and the feed decimator.
     let mut group = c.benchmark_group("parts_20ms");
     group.throughput(Throughput::Elements(1));
     for rate in [SampleRate::HZ_16000, SampleRate::HZ_48000] {
@@ -163,6 +163,19 @@ fn bench_pipeline(c: &mut Criterion) {
             },
         );
     }
+    // The sink thread's per-frame filter for the transcription feed (48 -> 16 kHz).
+    group.bench_function("feed_decimator_48k_to_16k", |b| {
+        let mut d = mediabot::sinks::runner::Decimator::default();
+        let input: Vec<i16> = (0..960)
+            .map(|i| ((i as f32 * 0.05).sin() * 12_000.0) as i16)
+            .collect();
+        let mut out = Vec::with_capacity(320);
+        b.iter(|| {
+            out.clear();
+            d.process(black_box(&input), &mut out);
+            black_box(out.len())
+        });
+    });
     group.finish();
 }
 
