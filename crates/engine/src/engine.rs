@@ -443,6 +443,8 @@ impl Engine {
             max_sessions: config.media.max_calls * 2,
             max_ssrcs_per_session: config.media.max_streams_per_call,
             loopback_peers_only: opts.loopback_media_only,
+            wake_grid: Duration::from_micros(config.media.wake_grid_us),
+            realtime_priority: config.media.realtime_priority,
             ..MediaServerConfig::default()
         };
         let media_server =
