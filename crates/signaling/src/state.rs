@@ -518,17 +518,20 @@ impl CallModel {
             return;
         }
         let version = p.roster_sequence_number.or_else(|| etag_version(&p.extra));
-        let old = self.participants.get(&id).cloned();
-        if let Some(old) = &old {
-            if !newer(version, old.version) || old.participant == *p {
+        // Duplicates (Graph redelivers, full rosters repeat everyone) are checked before
+        // anything is cloned: they are the common case and must stay cheap.
+        match self.participants.get(&id) {
+            Some(old) if !newer(version, old.version) || old.participant == *p => {
                 self.ignored += 1;
                 return;
             }
-        } else if self.participants.len() >= self.config.max_participants {
-            self.ignored += 1;
-            return;
+            None if self.participants.len() >= self.config.max_participants => {
+                self.ignored += 1;
+                return;
+            }
+            _ => {}
         }
-        self.participants.insert(
+        let old = self.participants.insert(
             id.clone(),
             Entry {
                 participant: p.clone(),

@@ -27,7 +27,6 @@ pub const DEFAULT_ALLOWED_ISSUERS: [&str; 2] = [
     "https://graph.microsoft.com",
     "https://api.botframework.com",
 ];
-const TENANT_CLAIM_URI: &str = "http://schemas.microsoft.com/identity/claims/tenantid";
 const MAX_KEYS: usize = 100;
 const MAX_KEY_DOC_BYTES: usize = 256 * 1024;
 
@@ -201,16 +200,21 @@ pub struct TokenRules<'a> {
     pub skew: Duration,
 }
 
-/// Signing keys by `kid` (and by `x5t`).
+/// Signing keys by `kid` (and by `x5t`), each prepared once for verification
+/// ([`jwt::Rs256Key`]): the per-key derived material is computed when the key set is loaded,
+/// not on every notification.
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
-    keys: HashMap<String, RsaPublicKey>,
+    keys: HashMap<String, jwt::Rs256Key>,
 }
 
 impl KeySet {
-    /// Adds a key under `id`.
+    /// Adds a key under `id`. Keys that can never verify an RS256 token (under 2048 bits)
+    /// are left out.
     pub fn insert(&mut self, id: impl Into<String>, key: RsaPublicKey) {
-        self.keys.insert(id.into(), key);
+        if let Some(k) = jwt::Rs256Key::new(&key) {
+            self.keys.insert(id.into(), k);
+        }
     }
 
     /// Number of entries.
@@ -251,17 +255,20 @@ impl KeySet {
             let Ok(key) = RsaPublicKey::new(n, BigUint::from_bytes_be(&e)) else {
                 continue;
             };
+            let Some(key) = jwt::Rs256Key::new(&key) else {
+                continue;
+            };
             if let Some(kid) = s("kid") {
-                set.insert(kid, key.clone());
+                set.keys.insert(kid.to_owned(), key.clone());
             }
             if let Some(x5t) = s("x5t") {
-                set.insert(format!("x5t:{x5t}"), key);
+                set.keys.insert(format!("x5t:{x5t}"), key);
             }
         }
         set
     }
 
-    fn find(&self, kid: Option<&str>, x5t: Option<&str>) -> Option<&RsaPublicKey> {
+    fn find(&self, kid: Option<&str>, x5t: Option<&str>) -> Option<&jwt::Rs256Key> {
         kid.and_then(|k| self.keys.get(k))
             .or_else(|| x5t.and_then(|t| self.keys.get(&format!("x5t:{t}"))))
     }
@@ -274,6 +281,33 @@ fn unix(t: SystemTime) -> i64 {
     }
 }
 
+/// The claims [`verify_token`] checks; the rest of the token's claims are skipped.
+#[derive(serde::Deserialize)]
+struct CheckedClaims {
+    #[serde(default, deserialize_with = "present")]
+    iss: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    aud: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    exp: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    nbf: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    tid: Option<serde_json::Value>,
+    #[serde(
+        rename = "http://schemas.microsoft.com/identity/claims/tenantid",
+        default,
+        deserialize_with = "present"
+    )]
+    tenant_uri: Option<serde_json::Value>,
+}
+
+/// A claim that is present is `Some`, even when it is `null` (a `null` `nbf` is malformed,
+/// not absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    <serde_json::Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// Verifies a compact JWT against `keys` and `rules` at `now`. Pure: no I/O, no clock.
 ///
 /// # Errors
@@ -284,7 +318,14 @@ pub fn verify_token(
     rules: &TokenRules<'_>,
     now: SystemTime,
 ) -> Result<VerifiedClaims, VerifyError> {
-    let t = jwt::decode_unverified(token).map_err(|_| VerifyError::MalformedToken)?;
+    let t = jwt::split(token).map_err(|_| VerifyError::MalformedToken)?;
+    // Only the checked claims are read (the others are skipped without allocating); a claims
+    // part that is not a JSON object is malformed, as before.
+    if t.claims_json.trim_ascii_start().first() != Some(&b'{') {
+        return Err(VerifyError::MalformedToken);
+    }
+    let c: CheckedClaims =
+        serde_json::from_slice(&t.claims_json).map_err(|_| VerifyError::MalformedToken)?;
     match t.header.alg.as_deref() {
         Some("RS256") => {}
         other => {
@@ -296,11 +337,10 @@ pub fn verify_token(
     let key = keys
         .find(t.header.kid.as_deref(), t.header.x5t.as_deref())
         .ok_or(VerifyError::UnknownKey)?;
-    if !jwt::verify_rs256(t.signing_input.as_bytes(), &t.signature, key) {
+    if !key.verify(t.signing_input.as_bytes(), &t.signature) {
         return Err(VerifyError::BadSignature);
     }
-    let c = &t.claims;
-    let issuer = c.get("iss").and_then(|v| v.as_str()).unwrap_or("");
+    let issuer = c.iss.as_ref().and_then(|v| v.as_str()).unwrap_or("");
     if !rules
         .issuers
         .iter()
@@ -308,7 +348,7 @@ pub fn verify_token(
     {
         return Err(VerifyError::WrongIssuer);
     }
-    let aud_ok = match c.get("aud") {
+    let aud_ok = match &c.aud {
         Some(serde_json::Value::String(a)) => a == rules.audience,
         Some(serde_json::Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(rules.audience)),
         _ => false,
@@ -319,21 +359,23 @@ pub fn verify_token(
     let now_s = unix(now);
     let skew = i64::try_from(rules.skew.as_secs()).unwrap_or(0);
     let exp = c
-        .get("exp")
+        .exp
+        .as_ref()
         .and_then(|v| v.as_i64())
         .ok_or(VerifyError::MalformedToken)?;
     if now_s > exp.saturating_add(skew) {
         return Err(VerifyError::Expired);
     }
-    if let Some(nbf) = c.get("nbf") {
+    if let Some(nbf) = &c.nbf {
         let nbf = nbf.as_i64().ok_or(VerifyError::MalformedToken)?;
         if now_s.saturating_add(skew) < nbf {
             return Err(VerifyError::NotYetValid);
         }
     }
     let tenant = c
-        .get("tid")
-        .or_else(|| c.get(TENANT_CLAIM_URI))
+        .tid
+        .as_ref()
+        .or(c.tenant_uri.as_ref())
         .and_then(|v| v.as_str())
         .filter(|s| !s.is_empty())
         .ok_or(VerifyError::MissingTenant)?;

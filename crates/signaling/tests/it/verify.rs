@@ -467,3 +467,53 @@ fn small_and_non_signing_keys_are_ignored() {
     assert!(KeySet::from_jwks(&doc).is_empty());
     assert!(KeySet::from_jwks(&json!({"keys": [jwk("k1", keys::service_key())]})).len() == 1);
 }
+
+#[tokio::test]
+async fn null_or_odd_claims_are_refused_not_skipped() {
+    let ks = key_service().await;
+    let v = verifier(&ks, |_| {});
+    let token_with = |edit: &dyn Fn(&mut Value)| {
+        let mut c = claims();
+        edit(&mut c);
+        mint(
+            json!({"alg": "RS256", "typ": "JWT", "kid": "k1"}),
+            &c,
+            keys::service_key(),
+        )
+    };
+    // A present-but-null `nbf` is malformed, not absent.
+    let t = token_with(&|c| c["nbf"] = Value::Null);
+    assert_eq!(refused(&v, &t).await, VerifyError::MalformedToken);
+    // A null `tid` is no tenant, even with the URI claim present.
+    let t = token_with(&|c| {
+        c["tid"] = Value::Null;
+        c["http://schemas.microsoft.com/identity/claims/tenantid"] = json!("tenant-1");
+    });
+    assert_eq!(refused(&v, &t).await, VerifyError::MissingTenant);
+    // The URI claim alone names the tenant.
+    let t = token_with(&|c| {
+        c.as_object_mut().unwrap().remove("tid");
+        c["http://schemas.microsoft.com/identity/claims/tenantid"] = json!("tenant-1");
+    });
+    let ok = v
+        .verify_at(Some(&format!("Bearer {t}")), &body(), now())
+        .await
+        .unwrap();
+    assert_eq!(ok.claims.tenant_id, "tenant-1");
+    // `aud` as an array containing the app id is accepted; a number is not.
+    let t = token_with(&|c| c["aud"] = json!(["other", APP]));
+    assert!(
+        v.verify_at(Some(&format!("Bearer {t}")), &body(), now())
+            .await
+            .is_ok()
+    );
+    let t = token_with(&|c| c["aud"] = json!(5));
+    assert_eq!(refused(&v, &t).await, VerifyError::WrongAudience);
+    // Claims that are a JSON array, not an object, are malformed (even when signed).
+    let t = mint(
+        json!({"alg": "RS256", "typ": "JWT", "kid": "k1"}),
+        &json!([1, 2, 3, 4, 5, 6]),
+        keys::service_key(),
+    );
+    assert_eq!(refused(&v, &t).await, VerifyError::MalformedToken);
+}
