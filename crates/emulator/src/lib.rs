@@ -287,6 +287,7 @@ impl EmulatorBuilder {
             base_url: base_url.clone(),
             max_body: self.max_body,
             auth_cache: Mutex::new(std::collections::HashMap::new()),
+            timer_wake: tokio::sync::Notify::new(),
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let app = server::router(shared.clone());
@@ -308,11 +309,17 @@ impl EmulatorBuilder {
             let mut stop = stop_rx;
             let tick = self.tick;
             Some(tokio::spawn(async move {
-                let mut iv = tokio::time::interval(tick);
-                iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                // Timers fire at their due millisecond (sleeping at most `tick`), and at once
+                // when a request made one due now.
                 loop {
+                    let next = sh.with_core(|c, now| {
+                        c.run_due(now);
+                        c.next_due().map(|d| d.saturating_sub(now))
+                    });
+                    let wait = next.map_or(tick, |ms| Duration::from_millis(ms).min(tick));
                     tokio::select! {
-                        _ = iv.tick() => sh.with_core(|c, now| c.run_due(now)),
+                        () = tokio::time::sleep(wait) => {}
+                        () = sh.timer_wake.notified() => {}
                         _ = stop.changed() => break,
                     }
                 }

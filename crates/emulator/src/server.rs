@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     pub max_body: usize,
     /// Verified access tokens (cleared on token-key rotation).
     pub auth_cache: Mutex<HashMap<String, identity::Principal>>,
+    /// Wakes the real-clock timer task when a timer became due (e.g. `establishing` at the
+    /// time of the create request), so it fires now rather than at the next tick.
+    pub timer_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -50,7 +53,11 @@ impl Shared {
                 Ok(c) => c,
                 Err(p) => p.into_inner(),
             };
-            f(&mut core, now)
+            let r = f(&mut core, now);
+            if core.next_due().is_some_and(|d| d <= now) {
+                self.timer_wake.notify_one();
+            }
+            r
         };
         self.flush();
         r

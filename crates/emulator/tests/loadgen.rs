@@ -54,6 +54,22 @@ async fn smoke_two_calls_two_speakers_against_the_real_binary() {
     assert!(s.rss_kib.unwrap() > 0);
     assert!(s.generator_packets_per_sec > 4.0 * 50.0 * 0.8);
     assert!(s.setup.first_frame_p50_ms.is_some(), "{:?}", s.setup);
+    // The setup breakdown: every phase measured on both calls, the phases summing (per call)
+    // to the total, so the p50s cannot exceed it by much.
+    assert_eq!(s.setup.phases.len(), 8, "{:?}", s.setup.phases);
+    assert!(
+        s.setup.phases.iter().all(|p| p.calls == 2),
+        "{:?}",
+        s.setup.phases
+    );
+    let total = s.setup.phases[7].p50_ms;
+    let parts: f64 = s.setup.phases[..7].iter().map(|p| p.p50_ms).sum();
+    assert!(
+        parts <= total * 2.0 + 5.0,
+        "phases {parts} ms vs total {total} ms"
+    );
+    // The pacer batches: at most one sendmmsg per session and tick.
+    assert!(s.generator_send_calls > 0 && s.generator_send_calls <= s.media.generator_sent);
     // Webhook: verified and accepted, none refused.
     let w = r.webhook.as_ref().unwrap();
     assert!(w.blast.accepted > 0, "{w:?}");

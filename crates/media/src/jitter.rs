@@ -45,7 +45,11 @@ pub struct JitterConfig {
     /// Consecutive lost packets concealed with PLC/FEC before the gap is treated as silence.
     pub max_conceal: u32,
     /// Extra wait before a stream's first packet plays, so the transit envelope (and with it
-    /// the stream's start position) is measured on a few packets, not on one.
+    /// the stream's start position) is measured on a few packets, not on one. The default,
+    /// 40 ms, is two packet times of 20 ms audio: with the receiver's one-packet probation of a
+    /// new SSRC, the envelope has seen three packets when the first one plays. (It was 100 ms,
+    /// a third of the call setup time on loopback; the drift controller corrects any residual
+    /// start error anyway.)
     pub startup_delay: Duration,
 }
 
@@ -57,7 +61,7 @@ impl Default for JitterConfig {
             margin: Duration::from_millis(10),
             capacity: 64,
             max_conceal: 5,
-            startup_delay: Duration::from_millis(100),
+            startup_delay: Duration::from_millis(40),
         }
     }
 }
@@ -446,6 +450,36 @@ mod tests {
     }
 
     #[test]
+    fn first_packet_waits_the_startup_delay_then_packets_play_at_the_target() {
+        let cfg = JitterConfig::default();
+        assert_eq!(cfg.startup_delay, Duration::from_millis(40));
+        let mut jb = JitterBuffer::new(cfg, 48_000);
+        // Packets of 20 ms arriving on time (no excess transit): the target stays at min_delay.
+        for s in 0..3u64 {
+            jb.insert(ExtSeq(s), ExtTimestamp(s as i64 * 960), &[1], 0.0);
+        }
+        assert_eq!(jb.target_delay(), cfg.min_delay);
+        assert_eq!(jb.next_due(0.0), Some(0.040));
+        assert!(drain(&mut jb, 0.0399).is_empty());
+        // The first plays at 40 ms; the second was due at 20 + 20 ms and goes with it.
+        assert_eq!(drain(&mut jb, 0.040), vec![('P', 0), ('P', 1)]);
+        // After the first, only the target delay counts: seq 2 (media time 40 ms) at 60 ms.
+        assert!(drain(&mut jb, 0.0599).is_empty());
+        assert_eq!(drain(&mut jb, 0.060), vec![('P', 2)]);
+        // A configured start-up delay below the target changes nothing: the target rules.
+        let mut jb = JitterBuffer::new(
+            JitterConfig {
+                startup_delay: Duration::ZERO,
+                ..cfg
+            },
+            48_000,
+        );
+        jb.insert(ExtSeq(0), ExtTimestamp(0), &[1], 0.0);
+        assert!(drain(&mut jb, 0.0199).is_empty());
+        assert_eq!(drain(&mut jb, 0.020), vec![('P', 0)]);
+    }
+
+    #[test]
     fn loss_uses_fec_when_next_is_there() {
         let mut jb = JitterBuffer::new(JitterConfig::default(), 48_000);
         for s in [1u64, 2, 4, 5, 8] {
@@ -471,11 +505,11 @@ mod tests {
         let mut jb = JitterBuffer::new(JitterConfig::default(), 48_000);
         jb.insert(ExtSeq(1), ExtTimestamp(48_000), &[1], 0.0);
         jb.insert(ExtSeq(2), ExtTimestamp(48_960), &[1], 0.0);
-        // Media time 1 s, start-up delay 100 ms: due at 1.1 s.
-        assert!(jb.poll(1.09, 0.0).is_none());
-        assert!(jb.poll(1.11, 0.0).is_some());
+        // Media time 1 s, start-up delay 40 ms: due at 1.04 s.
+        assert!(jb.poll(1.039, 0.0).is_none());
+        assert!(jb.poll(1.041, 0.0).is_some());
         // Then the target delay (20 ms) applies: 1.02 + 0.02.
-        assert!(jb.poll(1.03, 0.0).is_none());
+        assert!(jb.poll(1.039, 0.0).is_none());
         assert!(jb.poll(1.041, 0.0).is_some());
     }
 

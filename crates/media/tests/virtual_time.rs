@@ -96,9 +96,11 @@ fn reorder_and_duplicates() {
     let s = d.call.stream_stats(Ssrc(1)).unwrap().snapshot();
     assert!(s.duplicate > 10, "{s:?}");
     assert_eq!(s.lost, 0);
-    // Only packets later than the adapted buffer are lost to lateness: very few.
+    // Only packets later than the adapted buffer are lost to lateness: very few. (With 60 ms
+    // of jitter, one of the first packets more comes after the 40 ms start-up wait than after
+    // the former 100 ms: the price of starting 60 ms sooner.)
     assert!(
-        s.concealed + s.fec_recovered <= s.late && s.late <= 3,
+        s.concealed + s.fec_recovered <= s.late && s.late <= 4,
         "{s:?}"
     );
 }

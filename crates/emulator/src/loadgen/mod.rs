@@ -20,6 +20,7 @@
 
 pub mod bot;
 pub mod floor;
+pub mod pacer;
 pub mod peer;
 pub mod procfs;
 pub mod prom;
@@ -223,7 +224,8 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         .unwrap_or_else(|| format!("http://127.0.0.1:{http_port}"))
         .trim_end_matches('/')
         .to_owned();
-    let media = ReplayMedia::new(packets.clone(), args.speakers, args.seed);
+    let media = ReplayMedia::new(packets.clone(), args.speakers, args.seed)
+        .context("start the pacer thread")?;
     let mut app_cfg = AppConfig::with_roles(roles::ALL);
     app_cfg.calling_webhook = Some(format!("{bot_base}/api/calls/notifications"));
     app_cfg.display_name = Some("mediabot-loadtest".into());
@@ -623,6 +625,7 @@ async fn run_step(
     let failed0 = stats.sessions_failed.load(Ordering::Relaxed);
     let refused0 = stats.packets_refused.load(Ordering::Relaxed);
     let late0 = stats.packets_late.load(Ordering::Relaxed);
+    let calls0 = stats.send_calls.load(Ordering::Relaxed);
     stats.max_late_us.store(0, Ordering::Relaxed);
     let scrape0 = scrape(ctx).await;
 
@@ -631,6 +634,7 @@ async fn run_step(
     let t_ramp = Instant::now();
     let mut call_ids = Vec::with_capacity(calls);
     let mut join_ms = Vec::with_capacity(calls);
+    let mut join_sent: BTreeMap<String, Instant> = BTreeMap::new();
     let mut join_errors = Vec::new();
     for c in 0..calls {
         let sc = meeting_scenario(&format!("loadtest-{index}-{c}"), args.speakers)?;
@@ -643,6 +647,7 @@ async fn run_step(
         match join(ctx, &url).await {
             Ok(id) => {
                 join_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                join_sent.insert(id.clone(), t);
                 call_ids.push(id);
             }
             Err(e) => join_errors.push(e.to_string()),
@@ -744,11 +749,15 @@ async fn run_step(
     let mut mc = MediaCounters::default();
     let mut setup_ms: Vec<f64> = Vec::new();
     let mut per_stream_frames: Vec<f64> = Vec::new();
+    let mut phases = PhaseTimes::default();
     for info in &infos {
+        let id = info["callId"].as_str().unwrap_or_default();
         if let Some(ms) = info["setupToFirstAudioMs"].as_f64() {
             setup_ms.push(ms);
+            if let (Some(&t0), Some(times)) = (join_sent.get(id), ctx.media.setup_times(id)) {
+                phases.add(t0, &times, ms);
+            }
         }
-        let id = info["callId"].as_str().unwrap_or_default();
         mc.generator_sent += ctx.media.sent_for(id);
         for s in info["ended"]["streams"].as_array().into_iter().flatten() {
             let g = |k: &str| s[k].as_u64().unwrap_or(0);
@@ -833,6 +842,7 @@ async fn run_step(
         },
         generator_packets_per_sec: sent as f64 / wall.max(1e-9),
         generator_refused: stats.packets_refused.load(Ordering::Relaxed) - refused0,
+        generator_send_calls: stats.send_calls.load(Ordering::Relaxed) - calls0,
         generator_late: stats.packets_late.load(Ordering::Relaxed) - late0,
         generator_max_late_ms: stats.max_late_us.load(Ordering::Relaxed) as f64 / 1000.0,
         media: mc,
@@ -851,9 +861,65 @@ async fn run_step(
         core_busy: procfs::busy_between(&cores1, &cores2),
         warnings: Vec::new(),
     };
+    step.setup.phases = phases.summary();
     step.broken = step.judge();
     step.warnings = step.measurement_warnings(ctx.bot_cpu, ctx.gen_cpu);
     Ok(step)
+}
+
+/// Per-call durations of the setup phases (ms), from the generator's time stamps and the
+/// bot's own join-to-first-frame figure.
+#[derive(Default)]
+struct PhaseTimes {
+    v: [Vec<f64>; 8],
+}
+
+impl PhaseTimes {
+    const NAMES: [&'static str; 8] = [
+        "join request → Graph established, media started (emulator)",
+        "media started → speakers' roster known",
+        "roster → WHIP offer sent",
+        "WHIP offer → answer applied (HTTP, bot creates the session)",
+        "answer → ICE + DTLS connected",
+        "connected → first packet sent (pacer, stream phase)",
+        "first packet sent → first frame in a sink (bot)",
+        "total (bot's setupToFirstAudioMs)",
+    ];
+
+    fn add(&mut self, join: Instant, t: &replay::SetupTimes, total_ms: f64) {
+        let ms = |a: Instant, b: Option<Instant>| {
+            b.map(|b| b.saturating_duration_since(a).as_secs_f64() * 1000.0)
+        };
+        let marks = [
+            Some(t.media_start),
+            t.roster,
+            t.offer_sent,
+            t.answered,
+            t.connected,
+            t.first_sent,
+        ];
+        let mut prev = join;
+        for (i, m) in marks.iter().enumerate() {
+            let Some(m) = *m else { break };
+            if let Some(d) = ms(prev, Some(m)) {
+                self.v[i].push(d);
+            }
+            prev = m;
+        }
+        // The bot's clock starts at its join handler, just after `join`.
+        if let Some(sent) = ms(join, t.first_sent) {
+            self.v[6].push((total_ms - sent).max(0.0));
+        }
+        self.v[7].push(total_ms);
+    }
+
+    fn summary(self) -> Vec<report::SetupPhase> {
+        self.v
+            .into_iter()
+            .zip(Self::NAMES)
+            .filter_map(|(v, n)| report::SetupPhase::from_values(n, v))
+            .collect()
+    }
 }
 
 /// Starts `perf record -g` on the bot (it inherits the generator's CPU).

@@ -4,21 +4,29 @@
 //! frames, in-band FEC on, as the emulator's normal peer does) and looped: every stream sends the
 //! same packets from its own starting point, with continuous sequence numbers and timestamps,
 //! so the bot decodes real speech while the generator spends nothing on encoding. One pacer
-//! task owns every stream's schedule (a heap of due times); each stream has its own phase
-//! inside the 20 ms period, as independent senders would. SRTP is done by the WHIP client
-//! session of `mediabot-media`, one per call.
+//! thread ([`super::pacer`]) owns every stream's schedule; each stream has its own phase inside
+//! the 20 ms period, as independent senders would. Each call has one WHIP session
+//! (`mediabot-media`'s [`WhipClientPeer`]) on its own UDP socket: a small tokio task per session
+//! drives ICE, DTLS and RTCP, while the pacer protects the RTP (SRTP) and hands each session's
+//! packets of a tick to the kernel with one `sendmmsg`.
+//!
+//! Each call's setup is time-stamped ([`SetupTimes`]: media start, roster, WHIP offer sent,
+//! answer, ICE/DTLS up, first packet handed to the kernel) for the call-setup breakdown.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
+use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mediabot_media::transport::client::{OutboundRtp, WhipClientConfig, WhipClientSession};
+use mediabot_media::transport::client::ClientState;
+use mediabot_media::transport::client_peer::WhipClientPeer;
 use rand::{Rng as _, SeedableRng as _};
-use tokio::sync::mpsc;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::pacer::{self, PacedSession, PacerCmd, StreamState};
 use crate::media::{MediaEvent, MediaPeer, MediaPeerFactory, MediaSession, speech_like};
 
 /// Samples in one 20 ms frame at 48 kHz.
@@ -79,6 +87,25 @@ pub struct ReplayStats {
     pub packets_late: AtomicU64,
     /// Largest lateness seen, microseconds.
     pub max_late_us: AtomicU64,
+    /// `sendmmsg` calls (one per session and pacer tick with packets).
+    pub send_calls: AtomicU64,
+}
+
+/// When each step of one call's media setup happened (generator side).
+#[derive(Debug, Clone, Copy)]
+pub struct SetupTimes {
+    /// The emulator started the call's media (Graph established the call).
+    pub media_start: Instant,
+    /// The speakers' roster was known.
+    pub roster: Option<Instant>,
+    /// The WHIP offer was about to be sent.
+    pub offer_sent: Option<Instant>,
+    /// The WHIP answer was applied.
+    pub answered: Option<Instant>,
+    /// ICE and DTLS were up.
+    pub connected: Option<Instant>,
+    /// The call's first packet was handed to the kernel.
+    pub first_sent: Option<Instant>,
 }
 
 /// Why a call's media did not start, by call id (for the report).
@@ -89,12 +116,16 @@ pub type Failures = Arc<Mutex<Vec<(String, String)>>>;
 pub struct ReplayMedia {
     packets: Packets,
     speakers: usize,
-    pacer: mpsc::UnboundedSender<PacerCmd>,
+    pacer: std::sync::mpsc::Sender<PacerCmd>,
     stats: Arc<ReplayStats>,
     failures: Failures,
     seed: u64,
     sent_by_call: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
+    setup: Arc<Mutex<HashMap<String, (SetupTimes, FirstSent)>>>,
 }
+
+/// When a call's first packet was handed to the kernel (set by the pacer).
+type FirstSent = Arc<Mutex<Option<Instant>>>;
 
 impl std::fmt::Debug for ReplayMedia {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,21 +136,23 @@ impl std::fmt::Debug for ReplayMedia {
 }
 
 impl ReplayMedia {
-    /// A factory sending `speakers` streams per call from `packets`; starts the pacer task
-    /// (call inside a tokio runtime).
-    pub fn new(packets: Packets, speakers: usize, seed: u64) -> Self {
+    /// A factory sending `speakers` streams per call from `packets`; starts the pacer thread.
+    ///
+    /// # Errors
+    /// The pacer thread cannot be started.
+    pub fn new(packets: Packets, speakers: usize, seed: u64) -> std::io::Result<Self> {
         let stats = Arc::new(ReplayStats::default());
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(pacer(rx, packets.clone(), Arc::clone(&stats)));
-        Self {
+        let pacer = pacer::spawn(Arc::clone(&packets.frames), Arc::clone(&stats))?;
+        Ok(Self {
             packets,
             speakers: speakers.max(1),
-            pacer: tx,
+            pacer,
             stats,
             failures: Arc::new(Mutex::new(Vec::new())),
             seed,
             sent_by_call: Arc::new(Mutex::new(HashMap::new())),
-        }
+            setup: Arc::new(Mutex::new(HashMap::new())),
+        })
     }
 
     /// Packets sent so far for the call (or direct session) `key`.
@@ -131,9 +164,21 @@ impl ReplayMedia {
             .unwrap_or(0)
     }
 
+    /// The setup time stamps of the call `key`, once its media started.
+    pub fn setup_times(&self, key: &str) -> Option<SetupTimes> {
+        let m = self.setup.lock().ok()?;
+        let (t, first) = m.get(key)?;
+        let mut t = *t;
+        t.first_sent = first.lock().ok().and_then(|f| *f);
+        Some(t)
+    }
+
     /// Stops sending on the call `key` (its WHIP session stays up until the call ends).
     pub fn stop(&self, key: &str) {
-        let _ = self.pacer.send(PacerCmd::Remove(key.to_owned()));
+        let _ = self.pacer.send(PacerCmd::Remove {
+            key: key.to_owned(),
+            done: None,
+        });
     }
 
     /// The counters.
@@ -148,7 +193,7 @@ impl ReplayMedia {
 
     /// Connects a WHIP session to `whip_url` with `ssrcs` and schedules its streams, outside
     /// Graph signaling (the independent-peer baseline uses it). Returns a handle that stops
-    /// the streams when dropped or closed.
+    /// the streams and closes the session when dropped or closed.
     ///
     /// # Errors
     /// The WHIP exchange or ICE/DTLS failed.
@@ -159,48 +204,208 @@ impl ReplayMedia {
         token: &str,
         ssrcs: Vec<u32>,
     ) -> Result<DirectSession, String> {
-        let client = connect(whip_url, token, ssrcs.clone()).await?;
+        let live = self.open(key, whip_url, token, &ssrcs, None).await?;
         self.stats
             .sessions_connected
             .fetch_add(1, Ordering::Relaxed);
-        let client = Arc::new(client);
-        self.schedule(key, &client, &ssrcs);
+        self.schedule(key, &live, &ssrcs);
         Ok(DirectSession {
             key: key.to_owned(),
-            client: Some(client),
-            pacer: self.pacer.clone(),
+            live: Some(live),
         })
     }
 
-    fn schedule(&self, key: &str, client: &Arc<WhipClientSession>, ssrcs: &[u32]) {
+    /// Binds a socket, negotiates, starts the session's control task and waits for ICE/DTLS.
+    async fn open(
+        &self,
+        key: &str,
+        whip: &str,
+        token: &str,
+        ssrcs: &[u32],
+        times: Option<&mut SetupTimes>,
+    ) -> Result<Live, String> {
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("bind: {e}"))?;
+        let local = socket.local_addr().map_err(|e| format!("bind: {e}"))?;
+        let t_offer = Instant::now();
+        let peer = WhipClientPeer::connect(whip, token, ssrcs, local, Duration::from_secs(10))
+            .await
+            .map_err(|e| format!("whip connect: {e}"))?;
+        let t_answer = Instant::now();
+        let peer = Arc::new(Mutex::new(peer));
+        let socket = Arc::new(socket);
+        let (state_tx, mut state_rx) = watch::channel(ClientState::Connecting);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(control(
+            key.to_owned(),
+            Arc::clone(&peer),
+            Arc::clone(&socket),
+            state_tx,
+            stop_rx,
+            self.pacer.clone(),
+        ));
+        let live = Live {
+            peer,
+            socket,
+            stop: Some(stop_tx),
+            task: Some(task),
+        };
+        let wait = state_rx.wait_for(|s| *s != ClientState::Connecting);
+        let state = match tokio::time::timeout(Duration::from_secs(15), wait).await {
+            Ok(Ok(s)) => *s,
+            Ok(Err(_)) => ClientState::Closed,
+            Err(_) => return Err("ice/dtls: timed out".into()),
+        };
+        if state != ClientState::Connected {
+            return Err(format!("ice/dtls: {state:?}"));
+        }
+        if let Some(t) = times {
+            t.offer_sent = Some(t_offer);
+            t.answered = Some(t_answer);
+            t.connected = Some(Instant::now());
+        }
+        Ok(live)
+    }
+
+    fn schedule(&self, key: &str, live: &Live, ssrcs: &[u32]) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ fnv(key));
         let now = Instant::now();
         let sent = match self.sent_by_call.lock() {
             Ok(mut m) => Arc::clone(m.entry(key.to_owned()).or_default()),
             Err(_) => Arc::new(AtomicU64::new(0)),
         };
-        for &ssrc in ssrcs {
-            let phase = Duration::from_micros(rng.random_range(0..20_000));
-            let _ = self.pacer.send(PacerCmd::Add(Stream {
-                key: key.to_owned(),
-                client: Arc::clone(client),
+        let first_sent = self
+            .setup
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).map(|(_, f)| Arc::clone(f)))
+            .unwrap_or_default();
+        let streams = ssrcs
+            .iter()
+            .map(|&ssrc| StreamState {
+                session: 0,
                 ssrc,
                 seq: rng.random(),
                 ts: rng.random(),
                 index: rng.random_range(0..self.packets.frames.len().max(1)),
-                due: now + phase,
+                due: now + Duration::from_micros(rng.random_range(0..20_000)),
                 first: true,
-                sent: Arc::clone(&sent),
-            }));
+            })
+            .collect();
+        let _ = self.pacer.send(PacerCmd::Add {
+            key: key.to_owned(),
+            session: PacedSession {
+                peer: Arc::clone(&live.peer),
+                fd: live.socket.as_raw_fd(),
+                sent,
+                first_sent,
+            },
+            streams,
+        });
+    }
+
+    fn record_setup(&self, key: &str, t: SetupTimes) {
+        if let Ok(mut m) = self.setup.lock() {
+            let first = m.get(key).map(|(_, f)| Arc::clone(f)).unwrap_or_default();
+            m.insert(key.to_owned(), (t, first));
         }
+    }
+}
+
+/// A live WHIP session: its peer and socket (shared with the pacer) and its control task.
+struct Live {
+    peer: Arc<Mutex<WhipClientPeer>>,
+    socket: Arc<UdpSocket>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Live {
+    /// Stops the streams, closes the session and `DELETE`s the WHIP resource.
+    async fn close(mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Drives one session's ICE, DTLS and RTCP on its socket until told to stop (or the stop
+/// handle is dropped); then takes the streams off the pacer, waits until the pacer no longer
+/// uses the socket, closes the peer and `DELETE`s the WHIP resource.
+async fn control(
+    key: String,
+    peer: Arc<Mutex<WhipClientPeer>>,
+    socket: Arc<UdpSocket>,
+    state: watch::Sender<ClientState>,
+    mut stop: oneshot::Receiver<()>,
+    pacer: std::sync::mpsc::Sender<PacerCmd>,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut out = Vec::with_capacity(2048);
+    let drain = |p: &mut WhipClientPeer, out: &mut Vec<u8>| {
+        while let Some(to) = p.poll_transmit(out) {
+            let _ = socket.try_send_to(out, to);
+        }
+    };
+    loop {
+        let deadline = {
+            let Ok(mut p) = peer.lock() else { break };
+            drain(&mut p, &mut out);
+            let s = p.state();
+            state.send_if_modified(|old| {
+                let changed = *old != s;
+                *old = s;
+                changed
+            });
+            // The pacer's writes may arm earlier timers (reports): look again at least every
+            // 200 ms.
+            let cap = Instant::now() + Duration::from_millis(200);
+            p.poll_timeout().map_or(cap, |t| t.min(cap))
+        };
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                if let (Ok((n, from)), Ok(mut p)) = (r, peer.lock()) {
+                    p.handle_datagram(Instant::now(), from, &buf[..n]);
+                }
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                if let Ok(mut p) = peer.lock() {
+                    p.handle_timeout(Instant::now());
+                }
+            }
+            _ = &mut stop => break,
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    if pacer
+        .send(PacerCmd::Remove {
+            key,
+            done: Some(tx),
+        })
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+    }
+    let delete = match peer.lock() {
+        Ok(mut p) => {
+            p.close();
+            drain(&mut p, &mut out);
+            Some(p.delete_resource())
+        }
+        Err(_) => None,
+    };
+    let _ = state.send(ClientState::Closed);
+    if let Some(d) = delete {
+        let _ = d.await;
     }
 }
 
 /// A session started with [`ReplayMedia::connect_direct`].
 pub struct DirectSession {
     key: String,
-    client: Option<Arc<WhipClientSession>>,
-    pacer: mpsc::UnboundedSender<PacerCmd>,
+    live: Option<Live>,
 }
 
 impl std::fmt::Debug for DirectSession {
@@ -214,16 +419,9 @@ impl std::fmt::Debug for DirectSession {
 impl DirectSession {
     /// Stops the streams and `DELETE`s the WHIP resource.
     pub async fn close(mut self) {
-        let _ = self.pacer.send(PacerCmd::Remove(self.key.clone()));
-        if let Some(c) = self.client.take() {
-            close_when_released(c).await;
+        if let Some(l) = self.live.take() {
+            l.close().await;
         }
-    }
-}
-
-impl Drop for DirectSession {
-    fn drop(&mut self) {
-        let _ = self.pacer.send(PacerCmd::Remove(self.key.clone()));
     }
 }
 
@@ -233,9 +431,10 @@ impl MediaPeerFactory for ReplayMedia {
         let status = Arc::new(Mutex::new("waiting for roster".to_owned()));
         let me = self.clone();
         let st = Arc::clone(&status);
+        let started = Instant::now();
         tokio::spawn(async move {
             let call_id = session.call_id.clone();
-            if let Err(e) = me.run_call(session, rx, Arc::clone(&st)).await {
+            if let Err(e) = me.run_call(session, rx, Arc::clone(&st), started).await {
                 me.stats.sessions_failed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut f) = me.failures.lock() {
                     f.push((call_id, e.clone()));
@@ -257,7 +456,16 @@ impl ReplayMedia {
         session: MediaSession,
         mut events: mpsc::UnboundedReceiver<MediaEvent>,
         status: Arc<Mutex<String>>,
+        started: Instant,
     ) -> Result<(), String> {
+        let mut times = SetupTimes {
+            media_start: started,
+            roster: None,
+            offer_sent: None,
+            answered: None,
+            connected: None,
+            first_sent: None,
+        };
         // The scenario's participants join at establishment; their roster may come just after
         // the media start, so wait (briefly) for all the speakers.
         let mut roster: Vec<u32> = audible(&session.participants);
@@ -274,14 +482,25 @@ impl ReplayMedia {
             return Err("no speakers in the roster".into());
         }
         roster.truncate(self.speakers);
+        times.roster = Some(Instant::now());
         set(&status, "connecting".into());
-        let client = connect(&session.blob.whip, &session.blob.token, roster.clone()).await?;
+        let key = session.call_id.clone();
+        self.record_setup(&key, times);
+        let live = self
+            .open(
+                &key,
+                &session.blob.whip,
+                &session.blob.token,
+                &roster,
+                Some(&mut times),
+            )
+            .await?;
+        self.record_setup(&key, times);
         self.stats
             .sessions_connected
             .fetch_add(1, Ordering::Relaxed);
         set(&status, "streaming".into());
-        let client = Arc::new(client);
-        self.schedule(&session.call_id, &client, &roster);
+        self.schedule(&key, &live, &roster);
         // Roster changes are not followed: the load test's speakers stay for the whole call.
         loop {
             match events.recv().await {
@@ -289,8 +508,7 @@ impl ReplayMedia {
                 Some(_) => {}
             }
         }
-        let _ = self.pacer.send(PacerCmd::Remove(session.call_id.clone()));
-        close_when_released(client).await;
+        live.close().await;
         set(&status, "closed".into());
         Ok(())
     }
@@ -305,36 +523,6 @@ fn audible(list: &[crate::media::MediaParticipant]) -> Vec<u32> {
     v.sort_unstable();
     v.dedup();
     v
-}
-
-async fn connect(whip: &str, token: &str, ssrcs: Vec<u32>) -> Result<WhipClientSession, String> {
-    let cfg = WhipClientConfig {
-        ssrcs,
-        queue: 4096,
-        ..WhipClientConfig::default()
-    };
-    let mut client = WhipClientSession::connect(whip, token, cfg)
-        .await
-        .map_err(|e| format!("whip connect: {e}"))?;
-    client
-        .wait_connected(Duration::from_secs(15))
-        .await
-        .map_err(|e| format!("ice/dtls: {e}"))?;
-    Ok(client)
-}
-
-/// Waits until the pacer dropped its references, then closes (WHIP `DELETE`).
-async fn close_when_released(mut client: Arc<WhipClientSession>) {
-    for _ in 0..100 {
-        match Arc::try_unwrap(client) {
-            Ok(c) => {
-                let _ = c.close().await;
-                return;
-            }
-            Err(c) => client = c,
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn set(m: &Mutex<String>, s: String) {
@@ -354,117 +542,6 @@ impl MediaPeer for ReplayPeer {
     }
     fn status(&self) -> String {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-struct Stream {
-    key: String,
-    client: Arc<WhipClientSession>,
-    ssrc: u32,
-    seq: u16,
-    ts: u32,
-    index: usize,
-    due: Instant,
-    first: bool,
-    sent: Arc<AtomicU64>,
-}
-
-enum PacerCmd {
-    Add(Stream),
-    Remove(String),
-}
-
-/// Sends every stream's next packet when due. Streams live in a slab; the heap holds
-/// `(due, slot)`.
-async fn pacer(
-    mut cmds: mpsc::UnboundedReceiver<PacerCmd>,
-    packets: Packets,
-    stats: Arc<ReplayStats>,
-) {
-    let period = Duration::from_millis(20);
-    let frames = packets.frames;
-    if frames.is_empty() {
-        return;
-    }
-    let mut slots: Vec<Option<Stream>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            cmd = cmds.recv() => match cmd {
-                Some(PacerCmd::Add(s)) => {
-                    let due = s.due;
-                    let key = s.key.clone();
-                    let slot = if let Some(i) = free.pop() {
-                        slots[i] = Some(s);
-                        i
-                    } else {
-                        slots.push(Some(s));
-                        slots.len() - 1
-                    };
-                    by_key.entry(key).or_default().push(slot);
-                    heap.push(Reverse((due, slot)));
-                    stats.streams_active.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(PacerCmd::Remove(key)) => {
-                    for slot in by_key.remove(&key).unwrap_or_default() {
-                        if slots[slot].take().is_some() {
-                            free.push(slot);
-                            stats.streams_active.fetch_sub(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                None => return,
-            },
-            _ = tick.tick() => {
-                let now = Instant::now();
-                while let Some(Reverse((due, slot))) = heap.peek().copied() {
-                    if due > now {
-                        break;
-                    }
-                    heap.pop();
-                    // A removed stream's entry (or a reused slot with a later due) is stale.
-                    let Some(s) = slots.get_mut(slot).and_then(Option::as_mut) else {
-                        continue;
-                    };
-                    if s.due != due {
-                        continue;
-                    }
-                    let late = now.saturating_duration_since(due);
-                    if late > Duration::from_millis(10) {
-                        stats.packets_late.fetch_add(1, Ordering::Relaxed);
-                    }
-                    stats
-                        .max_late_us
-                        .fetch_max(late.as_micros() as u64, Ordering::Relaxed);
-                    let payload = frames[s.index % frames.len()].clone();
-                    let pkt = OutboundRtp {
-                        ssrc: s.ssrc,
-                        sequence: s.seq,
-                        timestamp: s.ts,
-                        marker: std::mem::take(&mut s.first),
-                        payload_type: None,
-                        audio_level: None,
-                        payload,
-                    };
-                    match s.client.send_rtp(pkt) {
-                        Ok(()) => {
-                            s.sent.fetch_add(1, Ordering::Relaxed);
-                            stats.packets_sent.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Err(_) => stats.packets_refused.fetch_add(1, Ordering::Relaxed),
-                    };
-                    s.seq = s.seq.wrapping_add(1);
-                    s.ts = s.ts.wrapping_add(FRAME_SAMPLES as u32);
-                    s.index = (s.index + 1) % frames.len();
-                    s.due += period;
-                    heap.push(Reverse((s.due, slot)));
-                }
-            }
-        }
     }
 }
 

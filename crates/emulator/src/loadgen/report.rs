@@ -238,6 +238,40 @@ pub struct CallSetup {
     pub join_request_p50_ms: Option<f64>,
     /// The bot's `mediabot_call_setup_seconds` over the step.
     pub histogram: Option<LatencySummary>,
+    /// Where the setup time goes, phase by phase (generator time stamps; the last phase is
+    /// the bot's share after the first packet), p50 and p90 over the step's calls.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<SetupPhase>,
+}
+
+/// One phase of call setup.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SetupPhase {
+    /// What happens in it.
+    pub phase: String,
+    /// Calls measured.
+    pub calls: usize,
+    /// p50, ms.
+    pub p50_ms: f64,
+    /// p90, ms.
+    pub p90_ms: f64,
+}
+
+impl SetupPhase {
+    /// From per-call durations (ms, any order); `None` when there are none.
+    pub fn from_values(phase: &str, mut v: Vec<f64>) -> Option<Self> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let pick = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Some(Self {
+            phase: phase.to_owned(),
+            calls: v.len(),
+            p50_ms: pick(0.5),
+            p90_ms: pick(0.9),
+        })
+    }
 }
 
 impl CallSetup {
@@ -258,6 +292,7 @@ impl CallSetup {
             first_frame_max_ms: setup_ms.last().copied(),
             join_request_p50_ms: pick(join_ms, 0.5),
             histogram: hist,
+            phases: Vec::new(),
         }
     }
 }
@@ -326,6 +361,8 @@ pub struct StepResult {
     pub generator_packets_per_sec: f64,
     /// Packets the generator could not hand to a session (loss it caused).
     pub generator_refused: u64,
+    /// `sendmmsg` calls the generator made over the step (packets sent / this = batch size).
+    pub generator_send_calls: u64,
     /// Packets sent over 10 ms late (the generator fell behind).
     pub generator_late: u64,
     /// Largest lateness, ms.
@@ -756,6 +793,25 @@ pub fn markdown(r: &LoadtestReport) -> String {
             }
         }
     }
+    if r.steps.iter().any(|s| !s.setup.phases.is_empty()) {
+        let _ = writeln!(
+            o,
+            "\n## Call setup breakdown (join request → first frame in a sink; ms)\n"
+        );
+        let _ = writeln!(
+            o,
+            "| streams | phase | calls | p50 | p90 |\n|---|---|---|---|---|"
+        );
+        for st in &r.steps {
+            for p in &st.setup.phases {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {:.1} | {:.1} |",
+                    st.streams_connected, p.phase, p.calls, p.p50_ms, p.p90_ms
+                );
+            }
+        }
+    }
     let _ = writeln!(o, "\n## Threads of the bot (steady window, % of a core)\n");
     for st in &r.steps {
         if let Some(c) = &st.bot_cpu {
@@ -1089,6 +1145,7 @@ mod tests {
             generator_us_per_packet: Some(10.0),
             generator_packets_per_sec: streams as f64 * 50.0,
             generator_refused: 0,
+            generator_send_calls: 0,
             generator_late: 0,
             generator_max_late_ms: 1.0,
             media: MediaCounters::default(),

@@ -66,6 +66,7 @@
 
 pub mod blob;
 pub mod client;
+pub mod client_peer;
 pub mod packet;
 mod rtcp_tap;
 mod rx;
