@@ -119,7 +119,38 @@ struct Slot {
     /// When the packet arrived (s since media start; NaN when not given).
     arrival: f64,
     len: u16,
-    data: [u8; MAX_PAYLOAD],
+    /// Payloads up to [`INLINE_PAYLOAD`] bytes (speech at up to ~100 kbit/s in 20 ms packets).
+    inline: [u8; INLINE_PAYLOAD],
+    /// Larger payloads: a full-size buffer, allocated the first time this slot needs it and
+    /// kept, so a high-bitrate stream allocates at most once per slot.
+    big: Option<Box<[u8]>>,
+}
+
+/// Bytes a slot holds without its overflow buffer. A slot sized for the largest RTP payload
+/// (1.5 kB) made the default 64-slot buffer ~96 KiB per stream, resident; this makes it 16 KiB.
+pub const INLINE_PAYLOAD: usize = 256;
+
+impl Slot {
+    fn store(&mut self, payload: &[u8]) {
+        let n = payload.len().min(MAX_PAYLOAD);
+        self.len = n as u16;
+        if n <= INLINE_PAYLOAD {
+            self.inline[..n].copy_from_slice(&payload[..n]);
+        } else {
+            let big = self
+                .big
+                .get_or_insert_with(|| vec![0; MAX_PAYLOAD].into_boxed_slice());
+            big[..n].copy_from_slice(&payload[..n]);
+        }
+    }
+
+    fn payload(&self) -> &[u8] {
+        let n = usize::from(self.len);
+        match &self.big {
+            Some(big) if n > INLINE_PAYLOAD => &big[..n],
+            _ => &self.inline[..n.min(INLINE_PAYLOAD)],
+        }
+    }
 }
 
 const EMPTY: u64 = u64::MAX;
@@ -168,7 +199,8 @@ impl JitterBuffer {
                 ts: 0,
                 arrival: f64::NAN,
                 len: 0,
-                data: [0; MAX_PAYLOAD],
+                inline: [0; INLINE_PAYLOAD],
+                big: None,
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
@@ -238,8 +270,7 @@ impl JitterBuffer {
         slot.seq = seq;
         slot.ts = ts.0;
         slot.arrival = arrival;
-        slot.len = payload.len() as u16;
-        slot.data[..payload.len()].copy_from_slice(payload);
+        slot.store(payload);
         self.count += 1;
         if self.next.is_none() {
             self.lowest = self.lowest.min(seq);
@@ -288,7 +319,7 @@ impl JitterBuffer {
         self.next = Some(next + 1);
         let next_payload = (gap == 1).then(|| {
             let s = &self.slots[(nseq & self.mask) as usize];
-            &s.data[..usize::from(s.len)]
+            s.payload()
         });
         Some(Playout::Lost {
             seq: ExtSeq(next),
@@ -405,7 +436,7 @@ impl JitterBuffer {
         Playout::Packet {
             seq: ExtSeq(seq),
             ts: ExtTimestamp(slot.ts),
-            payload: &slot.data[..usize::from(slot.len)],
+            payload: slot.payload(),
             discontinuity,
         }
     }
@@ -447,6 +478,37 @@ mod tests {
             jb.insert(ExtSeq(2), ExtTimestamp(1920), &[2], 0.0),
             InsertOutcome::Late
         );
+    }
+
+    #[test]
+    fn small_and_large_payloads_come_back_intact_in_any_slot_order() {
+        let mut jb = JitterBuffer::new(JitterConfig::default(), 48_000);
+        // Sizes around the inline limit, then the same slots reused with other sizes.
+        let sizes = [
+            1usize,
+            INLINE_PAYLOAD,
+            INLINE_PAYLOAD + 1,
+            MAX_PAYLOAD,
+            80,
+            3,
+        ];
+        let mut seq = 1u64;
+        for round in 0..3 {
+            let mut sent = Vec::new();
+            for (k, &n) in sizes.iter().enumerate() {
+                let body: Vec<u8> = (0..n).map(|i| (i + k + round * 7) as u8).collect();
+                jb.insert(ExtSeq(seq), ExtTimestamp(seq as i64 * 960), &body, 0.0);
+                sent.push(body);
+                seq += 1;
+            }
+            let mut got = Vec::new();
+            while let Some(p) = jb.poll(1e6, 0.0) {
+                if let Playout::Packet { payload, .. } = p {
+                    got.push(payload.to_vec());
+                }
+            }
+            assert_eq!(got, sent, "round {round}");
+        }
     }
 
     #[test]
