@@ -148,6 +148,13 @@ pub struct LoadtestArgs {
     /// many streams; writes `perf-<streams>.txt` (top symbols) to `--out`.
     #[arg(long)]
     pub perf_at: Option<usize>,
+    /// Spawned bot: `media.realtime_priority` (SCHED_FIFO media thread, 1-99; needs
+    /// CAP_SYS_NICE, which root has). Unset: the bot's default, normal priority.
+    #[arg(long)]
+    pub bot_realtime_priority: Option<u8>,
+    /// Spawned bot: `media.wake_grid_us` (play-out wake-up grid, µs). Unset: the bot's default.
+    #[arg(long)]
+    pub bot_wake_grid_us: Option<u64>,
 }
 
 impl Default for LoadtestArgs {
@@ -266,6 +273,8 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             cpu: None,
             max_streams_per_call,
             extra_toml: None,
+            realtime_priority: args.bot_realtime_priority,
+            wake_grid_us: args.bot_wake_grid_us,
         };
         let text = bot::config_toml(
             &lb,
@@ -292,6 +301,8 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             cpu: bot_cpu,
             max_streams_per_call,
             extra_toml: None,
+            realtime_priority: args.bot_realtime_priority,
+            wake_grid_us: args.bot_wake_grid_us,
         };
         progress.line(&format!("starting bot {}", exe.display()));
         let p = BotProcess::spawn(&lb, &app, &ep, &operator_token).map_err(|e| anyhow!(e))?;

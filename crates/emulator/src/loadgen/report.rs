@@ -141,6 +141,10 @@ pub struct Settings {
     pub bot_work: String,
     /// The emulated Graph's establishing delay, ms (part of call setup).
     pub graph_establish_ms: u64,
+    /// The spawned bot's `media.realtime_priority` (None: normal priority).
+    pub bot_realtime_priority: Option<u8>,
+    /// The spawned bot's `media.wake_grid_us` (None: the bot's default, 1000).
+    pub bot_wake_grid_us: Option<u64>,
 }
 
 impl Settings {
@@ -162,6 +166,8 @@ impl Settings {
             webhook_connections: a.webhook_connections,
             webhook_secs: a.webhook_secs,
             graph_establish_ms: a.graph_establish_ms,
+            bot_realtime_priority: a.bot_realtime_priority,
+            bot_wake_grid_us: a.bot_wake_grid_us,
             bot_work: "WHIP/DTLS-SRTP in, jitter buffer, Opus decode, 48 kHz per-speaker WAV recording to disk, 16 kHz per-speaker transcription feed to files".into(),
         }
     }
@@ -668,12 +674,16 @@ pub fn markdown(r: &LoadtestReport) -> String {
     let s = &r.settings;
     let _ = writeln!(
         o,
-        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
+        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
         s.bot_cpu.map_or("–".into(), |c| c.to_string()),
         s.generator_cpu.map_or("–".into(), |c| c.to_string()),
         s.speakers_per_call,
         s.ramp_secs,
         s.steady_secs,
+        s.bot_realtime_priority
+            .map_or("normal priority".into(), |p| format!("SCHED_FIFO {p}")),
+        s.bot_wake_grid_us
+            .map_or("default".into(), |us| format!("{us} µs")),
         s.bot_work,
         r.packets.count,
         r.packets.bitrate,
