@@ -236,8 +236,12 @@ impl Recorder {
         &self.cfg.dir
     }
 
-    /// Records roster facts about `source_id` (used in the manifest).
+    /// Records roster facts about `source_id` (used in the manifest). Facts equal to those
+    /// already recorded change nothing, so a repeated roster does not rewrite the manifest.
     pub fn handle_participant(&mut self, source_id: u32, meta: ParticipantMeta) {
+        if self.meta.get(&source_id) == Some(&meta) {
+            return;
+        }
         if let Some(t) = self.tracks.get_mut(&Some(source_id)) {
             t.entry.meta = meta.clone();
         }
@@ -706,6 +710,41 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
         assert_eq!(manifest["tracks"].as_array().unwrap().len(), 3);
         assert_eq!(manifest["mediaStats"]["lost"], 0);
+    }
+
+    #[test]
+    fn an_unchanged_roster_does_not_rewrite_the_manifest() {
+        let c = cfg("roster");
+        let dir = c.dir.clone();
+        let mut r = Recorder::create(c, "call-r", "2026-11-22T00:00:00Z".into(), 8).unwrap();
+        let ada = ParticipantMeta {
+            display_name: Some("Ada".into()),
+            ..Default::default()
+        };
+        r.handle_participant(7, ada.clone());
+        r.handle_frame(&frame(p(7), 0, 0.5));
+        r.flush_manifest().unwrap();
+        let manifest = dir.join("manifest.json");
+        // Remove the file: only a rewrite can bring it back.
+        std::fs::remove_file(&manifest).unwrap();
+        r.handle_participant(7, ada.clone());
+        r.flush_manifest().unwrap();
+        assert!(
+            !manifest.exists(),
+            "the same roster facts rewrote the manifest"
+        );
+        r.handle_participant(
+            7,
+            ParticipantMeta {
+                display_name: Some("Ada L.".into()),
+                ..ada
+            },
+        );
+        r.flush_manifest().unwrap();
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        assert!(m.to_string().contains("Ada L."));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
