@@ -71,25 +71,14 @@ pub fn b64url_decode(s: &str) -> Result<Vec<u8>, JwtError> {
 /// # Errors
 /// [`JwtError::Malformed`] for anything that is not `header.claims.signature` of JSON objects.
 pub fn decode_unverified(token: &str) -> Result<UnverifiedJwt, JwtError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(JwtError::Malformed);
-    }
-    let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtError::Malformed);
-    };
-    let header: JwtHeader =
-        serde_json::from_slice(&b64url_decode(h)?).map_err(|_| JwtError::Malformed)?;
+    let parts = split(token)?;
     let claims: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&b64url_decode(c)?).map_err(|_| JwtError::Malformed)?;
-    let signature = b64url_decode(s)?;
+        serde_json::from_slice(&parts.claims_json).map_err(|_| JwtError::Malformed)?;
     Ok(UnverifiedJwt {
-        header,
+        header: parts.header,
         claims,
-        signing_input: format!("{h}.{c}"),
-        signature,
+        signing_input: parts.signing_input.to_owned(),
+        signature: parts.signature,
     })
 }
 
@@ -107,7 +96,8 @@ pub(crate) struct SplitJwt<'t> {
     pub signature: Vec<u8>,
 }
 
-/// Splits `token` like [`decode_unverified`] (same shape rules) without building a claims map.
+/// Splits `token` into header, undecoded claims and signature without building a claims map
+/// (size limit, three base64url parts, a JSON header); [`decode_unverified`] builds on it.
 pub(crate) fn split(token: &str) -> Result<SplitJwt<'_>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::Malformed);

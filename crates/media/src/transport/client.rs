@@ -229,30 +229,7 @@ impl WhipClientSession {
             .with_interceptor_registry(super::rtcp_tap::registry())
             .build(Instant::now())
             .map_err(neg)?;
-        let mut senders: HashMap<u32, RTCRtpSenderId> = HashMap::new();
-        for (i, ssrc) in config.ssrcs.iter().copied().enumerate() {
-            let track = opus_track(ssrc, &format!("mediabot-{i}"));
-            senders.insert(ssrc, pc.add_track(track).map_err(neg)?);
-        }
-        // add_track narrows each transceiver to the track's one codec; offer telephone-event
-        // too, so DTMF can be sent on the same stream.
-        let transceivers: Vec<_> = pc.get_transceivers().collect();
-        for t in transceivers {
-            if let Some(mut t) = pc.rtp_transceiver(t) {
-                t.set_codec_preferences(audio_codecs()).map_err(neg)?;
-            }
-        }
-        pc.add_local_candidate(host_candidate(local_addr).map_err(neg)?)
-            .map_err(neg)?;
-        let offer = pc.create_offer(None).map_err(neg)?;
-        pc.set_local_description(Instant::now(), offer)
-            .map_err(neg)?;
-        let offer_sdp = pc
-            .local_description()
-            .map(|d| d.sdp)
-            .ok_or_else(|| WhipClientError::Negotiation("no local description".into()))?;
-        let offer_info = sdp::inspect_offer(&offer_sdp)
-            .map_err(|e| WhipClientError::Negotiation(format!("own offer: {e}")))?;
+        let (senders, offer_sdp, offer_info) = make_offer(&mut pc, &config.ssrcs, local_addr)?;
 
         let http = reqwest::Client::builder()
             .timeout(config.http_timeout)
@@ -624,4 +601,40 @@ impl ClientDriver {
             }
         }
     }
+}
+
+/// The offer side shared by [`WhipClientSession`] and `WhipClientPeer`: one Opus track per SSRC,
+/// codec preferences that also offer telephone-event (DTMF), a host candidate at `local_addr`,
+/// the local description set. Returns the senders by SSRC, the offer SDP and what it says.
+pub(crate) fn make_offer(
+    pc: &mut rtc::peer_connection::RTCPeerConnection,
+    ssrcs: &[u32],
+    local_addr: SocketAddr,
+) -> Result<(HashMap<u32, RTCRtpSenderId>, String, sdp::OfferAudio), WhipClientError> {
+    let neg = |e: rtc::shared::error::Error| WhipClientError::Negotiation(e.to_string());
+    let mut senders: HashMap<u32, RTCRtpSenderId> = HashMap::new();
+    for (i, ssrc) in ssrcs.iter().copied().enumerate() {
+        let track = opus_track(ssrc, &format!("mediabot-{i}"));
+        senders.insert(ssrc, pc.add_track(track).map_err(neg)?);
+    }
+    // add_track narrows each transceiver to the track's one codec; offer telephone-event
+    // too, so DTMF can be sent on the same stream.
+    let transceivers: Vec<_> = pc.get_transceivers().collect();
+    for t in transceivers {
+        if let Some(mut t) = pc.rtp_transceiver(t) {
+            t.set_codec_preferences(audio_codecs()).map_err(neg)?;
+        }
+    }
+    pc.add_local_candidate(host_candidate(local_addr).map_err(neg)?)
+        .map_err(neg)?;
+    let offer = pc.create_offer(None).map_err(neg)?;
+    pc.set_local_description(Instant::now(), offer)
+        .map_err(neg)?;
+    let offer_sdp = pc
+        .local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| WhipClientError::Negotiation("no local description".into()))?;
+    let offer_info = sdp::inspect_offer(&offer_sdp)
+        .map_err(|e| WhipClientError::Negotiation(format!("own offer: {e}")))?;
+    Ok((senders, offer_sdp, offer_info))
 }

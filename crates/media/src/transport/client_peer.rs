@@ -28,8 +28,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::client::{ClientState, WhipClientError};
-use super::sdp;
-use super::server::{audio_codecs, audio_media_engine, host_candidate, opus_track};
+use super::server::audio_media_engine;
 
 /// Pacing of ICE connectivity checks: RFC 8445's Ta (50 ms), as browsers pace them. The
 /// stack's default (200 ms) would add up to 200 ms to every session's setup, since the
@@ -88,28 +87,8 @@ impl WhipClientPeer {
             .with_interceptor_registry(super::rtcp_tap::registry())
             .build(Instant::now())
             .map_err(neg)?;
-        let mut senders = HashMap::new();
-        for (i, ssrc) in ssrcs.iter().copied().enumerate() {
-            let track = opus_track(ssrc, &format!("mediabot-{i}"));
-            senders.insert(ssrc, pc.add_track(track).map_err(neg)?);
-        }
-        let transceivers: Vec<_> = pc.get_transceivers().collect();
-        for t in transceivers {
-            if let Some(mut t) = pc.rtp_transceiver(t) {
-                t.set_codec_preferences(audio_codecs()).map_err(neg)?;
-            }
-        }
-        pc.add_local_candidate(host_candidate(local_addr).map_err(neg)?)
-            .map_err(neg)?;
-        let offer = pc.create_offer(None).map_err(neg)?;
-        pc.set_local_description(Instant::now(), offer)
-            .map_err(neg)?;
-        let offer_sdp = pc
-            .local_description()
-            .map(|d| d.sdp)
-            .ok_or_else(|| WhipClientError::Negotiation("no local description".into()))?;
-        let offer_info = sdp::inspect_offer(&offer_sdp)
-            .map_err(|e| WhipClientError::Negotiation(format!("own offer: {e}")))?;
+        let (senders, offer_sdp, offer_info) =
+            super::client::make_offer(&mut pc, ssrcs, local_addr)?;
         let http = reqwest::Client::builder().timeout(http_timeout).build()?;
         let url = reqwest::Url::parse(whip_url)
             .map_err(|e| WhipClientError::Negotiation(format!("whip url: {e}")))?;
