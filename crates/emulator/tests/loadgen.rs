@@ -47,9 +47,14 @@ async fn smoke_two_calls_two_speakers_against_the_real_binary() {
     assert!(min >= 150.0 * 0.9, "fewest frames per stream {min}: {m:?}");
     assert!(m.frames_out as f64 >= m.received as f64 * 0.9, "{m:?}");
     assert_eq!(m.dropped_at_ring, 0);
-    // 48 kHz recordings of 4 speakers for at least 3 s were written (then deleted).
-    let bytes = s.recorded_bytes.unwrap();
-    assert!(bytes >= 4 * 3 * 96_000, "the bot wrote {bytes} bytes");
+    // The default recording mode: 48 kHz WAVs of 4 speakers for at least 3 s (2 bytes a
+    // sample), and the 16 kHz feed of the same, were written (then deleted).
+    assert_eq!(r.settings.bot_recording, loadgen::BotRecording::Wav);
+    let rec = s.recording_bytes.unwrap();
+    assert!(rec >= 4 * 3 * 96_000, "the bot recorded {rec} bytes");
+    let feed = s.feed_bytes.unwrap();
+    assert!(feed >= 4 * 3 * 32_000, "the bot's feed wrote {feed} bytes");
+    assert_eq!(s.recorded_bytes, Some(rec + feed));
     assert!(s.bot_cpu.as_ref().unwrap().process_cores > 0.0);
     assert!(s.rss_kib.unwrap() > 0);
     assert!(s.generator_packets_per_sec > 4.0 * 50.0 * 0.8);
@@ -74,8 +79,11 @@ async fn smoke_two_calls_two_speakers_against_the_real_binary() {
     let w = r.webhook.as_ref().unwrap();
     assert!(w.blast.accepted > 0, "{w:?}");
     assert_eq!(w.blast.failed, 0, "{:?}", w.blast.first_failure);
+    // WAV recording means a 48 kHz decode: one floor, at that rate.
     let floor = r.floor.as_ref().unwrap();
     assert!(floor.us_per_packet > 0.0);
+    assert_eq!(floor.rate_hz, 48_000);
+    assert!(r.floor_48k.is_none());
     assert_eq!(r.targets.len(), 5);
     // Files: JSON with the schema fields, Markdown, SVG, HTML.
     let json: serde_json::Value =

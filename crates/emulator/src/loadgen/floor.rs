@@ -4,6 +4,11 @@
 //! jitter buffer, resampling, rings, files) is overhead measured against this. The decode runs
 //! on its own thread pinned to the bot's core (while the bot is idle) and is timed with that
 //! thread's CPU clock, so the figure is CPU time, not wall time.
+//!
+//! libopus decodes natively at 8, 12, 16, 24 or 48 kHz (the lower rates skip work, so they
+//! are cheaper), and the bot decodes at the rate its sinks need: 48 kHz when it records
+//! per-speaker WAVs, 16 kHz otherwise. The floor is measured at the bot's rate, so the ratio
+//! compares like with like.
 
 use serde::Serialize;
 
@@ -12,6 +17,8 @@ use super::replay::{FRAME_SAMPLES, Packets};
 /// Result of the floor measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct Floor {
+    /// Output rate of the decoders, Hz (the bot's decode rate).
+    pub rate_hz: u32,
     /// Packets decoded.
     pub packets: u64,
     /// Thread CPU seconds spent.
@@ -27,15 +34,18 @@ pub struct Floor {
 }
 
 /// Decodes `packets` in a loop for about `budget` of CPU time on a thread pinned to `cpu`,
-/// with one decoder per simulated stream (`streams` decoders in turn, as a bot holds them).
+/// with one decoder per simulated stream (`streams` decoders in turn, as a bot holds them),
+/// each decoding to mono PCM at `rate_hz`.
 ///
 /// # Errors
-/// libopus refused to create a decoder, or the thread could not start.
+/// libopus refused to create a decoder (e.g. a rate it does not support), or the thread
+/// could not start.
 pub fn measure(
     packets: &Packets,
     cpu: Option<usize>,
     streams: usize,
     budget: std::time::Duration,
+    rate_hz: u32,
 ) -> Result<Floor, String> {
     let frames = packets.frames.clone();
     let streams = streams.max(1);
@@ -44,9 +54,9 @@ pub fn measure(
         .spawn(move || -> Result<Floor, String> {
             let pinned = cpu.filter(|c| super::procfs::pin_thread(0, *c).is_ok());
             let mut decoders = (0..streams)
-                .map(|_| opus::Decoder::new(48_000, opus::Channels::Mono))
+                .map(|_| opus::Decoder::new(rate_hz, opus::Channels::Mono))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("opus decoder: {e}"))?;
+                .map_err(|e| format!("opus decoder at {rate_hz} Hz: {e}"))?;
             let mut pcm = vec![0i16; FRAME_SAMPLES * 6];
             let start = thread_cpu_secs();
             let mut n: u64 = 0;
@@ -69,6 +79,7 @@ pub fn measure(
             let cpu_secs = (thread_cpu_secs() - start).max(1e-9);
             let us = cpu_secs * 1e6 / n.max(1) as f64;
             Ok(Floor {
+                rate_hz,
                 packets: n,
                 cpu_secs,
                 us_per_packet: us,
@@ -119,9 +130,19 @@ mod tests {
     #[test]
     fn floor_decodes_and_reports_consistent_units() {
         let p = Packets::encode_speech(5, 1, 32_000).unwrap();
-        let f = measure(&p, None, 4, std::time::Duration::from_millis(30)).unwrap();
-        assert!(f.packets >= 512);
-        assert!(f.us_per_packet > 0.0);
-        assert!((f.cores_per_stream * f.streams_per_core - 1.0).abs() < 1e-9);
+        for rate in [48_000, 16_000] {
+            let f = measure(&p, None, 4, std::time::Duration::from_millis(30), rate).unwrap();
+            assert_eq!(f.rate_hz, rate);
+            assert!(f.packets >= 512);
+            assert!(f.us_per_packet > 0.0);
+            assert!((f.cores_per_stream * f.streams_per_core - 1.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn a_rate_libopus_does_not_decode_at_is_an_error() {
+        let p = Packets::encode_speech(5, 1, 32_000).unwrap();
+        let e = measure(&p, None, 1, std::time::Duration::from_millis(5), 44_100).unwrap_err();
+        assert!(e.contains("44100 Hz"), "{e}");
     }
 }

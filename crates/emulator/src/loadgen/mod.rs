@@ -5,7 +5,7 @@
 //! ┌───────────────────────────────────────┐       ┌───────────────────────────────┐
 //! │ emulator (Graph, notifications)  ─────┼─HTTP─▶│ mediabot run (child process)  │
 //! │ ReplayMedia: pre-encoded Opus, pacer ─┼─SRTP─▶│  WHIP/SRTP → jitter → decode   │
-//! │ /proc/<bot pid>, /metrics, operator ──┼─HTTP─▶│  → 48 kHz WAV + 16 kHz feed    │
+//! │ /proc/<bot pid>, /metrics, operator ──┼─HTTP─▶│  → recording + 16 kHz feed     │
 //! └───────────────────────────────────────┘       └───────────────────────────────┘
 //! ```
 //!
@@ -39,6 +39,7 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::{AppConfig, Emulator, EmulatorHandle, Scenario, roles};
+pub use bot::BotRecording;
 use bot::{BotEndpoints, BotProcess, LocalBot};
 use replay::{Packets, ReplayMedia};
 pub use report::LoadtestReport;
@@ -81,15 +82,29 @@ pub struct LoadtestArgs {
     /// else `MEDIABOT_BIN`, else a `mediabot` next to this executable).
     #[arg(long)]
     pub bot_exe: Option<PathBuf>,
-    /// Remote mode: base URL of a bot that is already running. The generator writes the
-    /// config that bot must use (against this generator's emulator) to `--out/bot-config.toml`
-    /// and waits for it to become ready.
+    /// Remote mode: base URL of a bot the user starts. The generator writes the config that
+    /// bot must use (against this generator's emulator; listening where the URL says) to
+    /// `--out/bot-config.toml`, then its secrets to `--out/bot.env`, and waits for the bot to
+    /// become ready.
     #[arg(long)]
     pub bot_url: Option<String>,
+    /// Remote mode: the media UDP port written into the bot's config.
+    #[arg(long, default_value_t = 3478)]
+    pub bot_udp_port: u16,
     /// Remote mode: pid of that bot when it runs on this machine (for CPU and memory).
     #[arg(long)]
     pub bot_pid: Option<u32>,
-    /// Operator API token of the bot (generated for a spawned bot).
+    /// Remote mode: a file the bot's launcher writes the bot's pid to (`echo $! > FILE`),
+    /// read once the bot is ready; for a bot started after the generator, whose pid
+    /// `--bot-pid` cannot know.
+    #[arg(long)]
+    pub bot_pid_file: Option<PathBuf>,
+    /// Seconds to wait for the bot to become ready (default: 30 for a spawned bot, 300 in
+    /// remote mode).
+    #[arg(long)]
+    pub bot_ready_secs: Option<f64>,
+    /// Operator API token of the bot (generated when not given; remote mode writes it to
+    /// `--out/bot.env`).
     #[arg(long, env = "MEDIABOT_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
     /// Address the in-process emulator listens on.
@@ -155,6 +170,12 @@ pub struct LoadtestArgs {
     /// Spawned bot: `media.wake_grid_us` (play-out wake-up grid, µs). Unset: the bot's default.
     #[arg(long)]
     pub bot_wake_grid_us: Option<u64>,
+    /// What the bot records: `wav` (per-speaker 48 kHz WAVs, the engine's default), `wav+ogg`
+    /// (and Ogg/Opus passthrough), `ogg` (Ogg/Opus only: the bot decodes at 16 kHz), `off`
+    /// (nothing; 16 kHz decode). The 16 kHz transcription feed stays on in every mode. The
+    /// floor is measured at the bot's decode rate.
+    #[arg(long, value_enum, default_value_t = BotRecording::Wav)]
+    pub bot_recording: BotRecording,
 }
 
 impl Default for LoadtestArgs {
@@ -183,6 +204,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         bail!("--streams needs positive counts and --speakers at least 1");
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
+    if args.bot_url.is_some() {
+        bot::remove_remote_files(&args.out);
+    }
     let mut notes: Vec<String> = Vec::new();
     let cpus = procfs::cpus_online();
     let (bot_cpu, gen_cpu) = if args.no_pin {
@@ -264,17 +288,21 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
     };
     let max_streams_per_call = args.speakers.max(64);
     let mut child: Option<BotProcess> = None;
-    let bot_pid = if args.bot_url.is_some() {
+    let bot_pid = if let Some(url) = &args.bot_url {
+        let (http_addr, bind_ip) = bot::remote_addrs(url).map_err(|e| anyhow!(e))?;
         let lb = LocalBot {
             exe: PathBuf::from("mediabot"),
-            http: "127.0.0.1:8443".parse()?,
-            udp_port: 3478,
+            http: http_addr,
+            public_url: Some(bot_base.clone()),
+            udp_port: args.bot_udp_port,
+            bind_ip,
             work_dir: work.clone(),
             cpu: None,
             max_streams_per_call,
             extra_toml: None,
             realtime_priority: args.bot_realtime_priority,
             wake_grid_us: args.bot_wake_grid_us,
+            recording: args.bot_recording,
         };
         let text = bot::config_toml(
             &lb,
@@ -283,12 +311,20 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             &work.join("recordings"),
             &work.join("transcripts"),
         );
-        let path = args.out.join("bot-config.toml");
-        std::fs::write(&path, text)?;
+        let (cfg, env) = bot::write_remote_files(
+            &args.out,
+            &text,
+            app.client_secret.as_deref().unwrap_or_default(),
+            &operator_token,
+        )
+        .map_err(|e| anyhow!(e))?;
         eprintln!(
-            "loadtest: remote mode: start the bot with\n  MEDIABOT_GRAPH_CLIENT_SECRET={} MEDIABOT_OPERATOR_TOKEN=<token> mediabot run --config {}\n(adjust server.listen/public_url/media.udp_port to the bot's address {bot_base})",
-            app.client_secret.clone().unwrap_or_default(),
-            path.display()
+            "loadtest: remote mode: start the bot (it must listen on {http_addr}, media UDP port {}) with\n  \
+             (set -a; . {}; exec mediabot run --config {}) & echo $! > bot.pid\n\
+             and pass --bot-pid-file bot.pid for its CPU and memory; waiting for {bot_base}/readyz",
+            args.bot_udp_port,
+            env.display(),
+            cfg.display()
         );
         args.bot_pid
     } else {
@@ -296,13 +332,16 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         let lb = LocalBot {
             exe: exe.clone(),
             http: format!("127.0.0.1:{http_port}").parse()?,
+            public_url: None,
             udp_port,
+            bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             work_dir: work.clone(),
             cpu: bot_cpu,
             max_streams_per_call,
             extra_toml: None,
             realtime_priority: args.bot_realtime_priority,
             wake_grid_us: args.bot_wake_grid_us,
+            recording: args.bot_recording,
         };
         progress.line(&format!("starting bot {}", exe.display()));
         let p = BotProcess::spawn(&lb, &app, &ep, &operator_token).map_err(|e| anyhow!(e))?;
@@ -313,14 +352,46 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()?;
-    let ready_timeout = if args.bot_url.is_some() { 300 } else { 30 };
-    let ready = bot::wait_ready(&http, &bot_base, Duration::from_secs(ready_timeout), || {
-        child.as_mut().and_then(BotProcess::exited)
-    })
+    let ready_timeout =
+        args.bot_ready_secs
+            .unwrap_or(if args.bot_url.is_some() { 300.0 } else { 30.0 });
+    let ready = bot::wait_ready(
+        &http,
+        &bot_base,
+        Duration::from_secs_f64(ready_timeout.max(0.1)),
+        || child.as_mut().and_then(BotProcess::exited),
+    )
     .await;
     if let Err(e) = ready {
         let tail = child.as_ref().map(|c| c.log_tail(30)).unwrap_or_default();
         bail!("{e}\n--- bot log ---\n{tail}");
+    }
+    let bot_pid = match (bot_pid, &args.bot_pid_file) {
+        (None, Some(f)) if args.bot_url.is_some() => {
+            // The launcher writes it right after starting the bot, so it is there by now;
+            // a few seconds of grace for a slow script.
+            let t0 = Instant::now();
+            loop {
+                if let Some(pid) = bot::read_pid_file(f) {
+                    break Some(pid);
+                }
+                if t0.elapsed() > Duration::from_secs(5) {
+                    notes.push(format!(
+                        "--bot-pid-file {}: no live pid in it; bot CPU and memory not measured",
+                        f.display()
+                    ));
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        (p, _) => p,
+    };
+    if args.bot_url.is_some() && bot_pid.is_none() {
+        notes.push(
+            "remote bot without --bot-pid / --bot-pid-file: its CPU and memory are not measured"
+                .into(),
+        );
     }
     let ctx = Ctx {
         args: &args,
@@ -386,23 +457,37 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
     }
 
     // Baselines: the floor on the bot's core while the bot idles, then the aiortc peer.
-    let floor = if args.floor_secs > 0.0 {
-        progress.line("floor: bare libopus decode");
+    // At the bot's decode rate (the target's floor) and, when that is not 48 kHz, at 48 kHz
+    // too, for reference.
+    let rate = args.bot_recording.decode_rate_hz();
+    let mut floor_at = |rate_hz: u32| -> Option<floor::Floor> {
+        if args.floor_secs <= 0.0 {
+            return None;
+        }
+        progress.line(&format!(
+            "floor: bare libopus decode at {} kHz",
+            rate_hz / 1000
+        ));
         let n = args.streams.iter().copied().max().unwrap_or(100).min(1000);
         match floor::measure(
             &packets,
             bot_cpu,
             n,
             Duration::from_secs_f64(args.floor_secs),
+            rate_hz,
         ) {
             Ok(f) => Some(f),
             Err(e) => {
-                notes.push(format!("floor failed: {e}"));
+                notes.push(format!("floor at {rate_hz} Hz failed: {e}"));
                 None
             }
         }
-    } else {
+    };
+    let floor = floor_at(rate);
+    let floor_48k = if rate == 48_000 {
         None
+    } else {
+        floor_at(48_000)
     };
     let mut peers = Vec::new();
     if !args.peer_streams.is_empty() {
@@ -441,6 +526,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         steps,
         knee,
         floor,
+        floor_48k,
         peers,
         targets: Vec::new(),
         notes,
@@ -753,7 +839,7 @@ async fn run_step(
         }
     }
     let scrape3 = scrape(ctx).await;
-    // 48 kHz WAVs of hundreds of streams add up fast: empty the folders between steps.
+    // Recordings of hundreds of streams add up fast: empty the folders between steps.
     let disk_bytes = ctx.work_dir.map(empty_media_folders);
 
     // Per-call counters.
@@ -868,7 +954,9 @@ async fn run_step(
                 .map(|(a, b)| LatencySummary::from_hist(&a.minus(&b))),
         ),
         broken: Vec::new(),
-        recorded_bytes: disk_bytes,
+        recorded_bytes: disk_bytes.map(|(r, f)| r + f),
+        recording_bytes: disk_bytes.map(|(r, _)| r),
+        feed_bytes: disk_bytes.map(|(_, f)| f),
         core_busy: procfs::busy_between(&cores1, &cores2),
         warnings: Vec::new(),
     };
@@ -984,8 +1072,9 @@ fn perf_finish(mut child: std::process::Child, out: &std::path::Path, streams: u
     }
 }
 
-/// Deletes what the bot wrote under `recordings/` and `transcripts/`; returns the bytes freed.
-fn empty_media_folders(work: &std::path::Path) -> u64 {
+/// Deletes what the bot wrote under `recordings/` and `transcripts/`; returns the bytes freed
+/// in each.
+fn empty_media_folders(work: &std::path::Path) -> (u64, u64) {
     fn size(p: &std::path::Path) -> u64 {
         match std::fs::symlink_metadata(p) {
             Ok(m) if m.is_dir() => std::fs::read_dir(p)
@@ -995,15 +1084,15 @@ fn empty_media_folders(work: &std::path::Path) -> u64 {
             Err(_) => 0,
         }
     }
-    let mut total = 0;
-    for sub in ["recordings", "transcripts"] {
+    let mut total = [0u64; 2];
+    for (sub, t) in ["recordings", "transcripts"].into_iter().zip(&mut total) {
         let dir = work.join(sub);
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            total += size(&e.path());
+            *t += size(&e.path());
             let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
         }
     }
-    total
+    (total[0], total[1])
 }
 
 fn now_ms() -> u64 {

@@ -43,8 +43,12 @@ pub struct LoadtestReport {
     pub steps: Vec<StepResult>,
     /// The first broken step.
     pub knee: Option<Knee>,
-    /// Bare libopus decode of the same packets.
+    /// Bare libopus decode of the same packets at the bot's decode rate
+    /// ([`Settings::bot_decode_rate_hz`], [`Floor::rate_hz`]): what the target compares to.
     pub floor: Option<Floor>,
+    /// The same at 48 kHz, for reference, when the bot decodes at another rate (else null:
+    /// `floor` is the 48 kHz one).
+    pub floor_48k: Option<Floor>,
     /// The independent receiver (aiortc), per stream count.
     pub peers: Vec<PeerResult>,
     /// Each target of issue 7 against what was measured.
@@ -145,6 +149,10 @@ pub struct Settings {
     pub bot_realtime_priority: Option<u8>,
     /// The spawned bot's `media.wake_grid_us` (None: the bot's default, 1000).
     pub bot_wake_grid_us: Option<u64>,
+    /// What the bot records (`--bot-recording`: wav, wav+ogg, ogg, off).
+    pub bot_recording: super::BotRecording,
+    /// The rate the bot decodes each stream at in that mode, Hz.
+    pub bot_decode_rate_hz: u32,
 }
 
 impl Settings {
@@ -168,7 +176,13 @@ impl Settings {
             graph_establish_ms: a.graph_establish_ms,
             bot_realtime_priority: a.bot_realtime_priority,
             bot_wake_grid_us: a.bot_wake_grid_us,
-            bot_work: "WHIP/DTLS-SRTP in, jitter buffer, Opus decode, 48 kHz per-speaker WAV recording to disk, 16 kHz per-speaker transcription feed to files".into(),
+            bot_recording: a.bot_recording,
+            bot_decode_rate_hz: a.bot_recording.decode_rate_hz(),
+            bot_work: format!(
+                "WHIP/DTLS-SRTP in, jitter buffer, Opus decode at {} kHz, {}, 16 kHz per-speaker transcription feed to files",
+                a.bot_recording.decode_rate_hz() / 1000,
+                a.bot_recording.describe()
+            ),
         }
     }
 }
@@ -386,6 +400,10 @@ pub struct StepResult {
     pub broken: Vec<String>,
     /// Bytes the bot wrote (recordings and transcription feed) in this step, deleted after it.
     pub recorded_bytes: Option<u64>,
+    /// Of those, under the recordings folder (WAV and/or Ogg, per `--bot-recording`).
+    pub recording_bytes: Option<u64>,
+    /// Of those, the transcription feed's files (16 kHz per speaker).
+    pub feed_bytes: Option<u64>,
     /// Busy fraction of every CPU in the steady window (`/proc/stat`), by CPU number: the bot's
     /// CPU busy beyond the bot's own use is other processes taking its core.
     pub core_busy: BTreeMap<usize, f64>,
@@ -577,20 +595,42 @@ impl LoadtestReport {
             .filter(|s| s.broken.is_empty())
             .or_else(|| self.steps.iter().rev().find(|s| s.broken.is_empty()))
             .or_else(|| self.steps.first());
-        let ratio = match (ref_step.and_then(|s| s.bot_cores_per_stream), &self.floor) {
+        let bot_per_stream = ref_step.and_then(|s| s.bot_cores_per_stream);
+        let ratio_to = |f: Option<&Floor>| match (bot_per_stream, f) {
             (Some(b), Some(f)) if f.cores_per_stream > 0.0 => Some(b / f.cores_per_stream),
             _ => None,
         };
+        let ratio = ratio_to(self.floor.as_ref());
+        let khz = |hz: u32| format!("{} kHz", f64::from(hz) / 1000.0);
+        let rate = self
+            .floor
+            .as_ref()
+            .map_or(self.settings.bot_decode_rate_hz, |f| f.rate_hz);
         t.push(TargetCheck {
             name: "CPU per stream vs bare decode".into(),
-            target: "≤ 1.5x the bare libopus decode floor".into(),
+            target: format!(
+                "≤ 1.5x the bare libopus decode floor at {} (the bot's decode rate)",
+                khz(rate)
+            ),
             measured: match (ratio, ref_step, &self.floor) {
-                (Some(r), Some(s), Some(f)) => format!(
-                    "{r:.2}x at {} streams ({:.3}% vs {:.3}% of a core per stream)",
-                    s.streams_connected,
-                    s.bot_cores_per_stream.unwrap_or(0.0) * 100.0,
-                    f.cores_per_stream * 100.0
-                ),
+                (Some(r), Some(s), Some(f)) => {
+                    let reference = match (ratio_to(self.floor_48k.as_ref()), &self.floor_48k)
+                    {
+                        (Some(r48), Some(f48)) => format!(
+                            "; for reference {r48:.2}x the {} floor ({:.3}%)",
+                            khz(f48.rate_hz),
+                            f48.cores_per_stream * 100.0
+                        ),
+                        _ => String::new(),
+                    };
+                    format!(
+                        "{r:.2}x at {} streams ({:.3}% vs {:.3}% of a core per stream, {} floor){reference}",
+                        s.streams_connected,
+                        s.bot_cores_per_stream.unwrap_or(0.0) * 100.0,
+                        f.cores_per_stream * 100.0,
+                        khz(f.rate_hz)
+                    )
+                }
                 _ => "not measured".into(),
             },
             met: ratio.map(|r| r <= 1.5),
@@ -674,7 +714,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
     let s = &r.settings;
     let _ = writeln!(
         o,
-        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
+        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}. Bot recording: `{}` (decodes at {} kHz). Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
         s.bot_cpu.map_or("–".into(), |c| c.to_string()),
         s.generator_cpu.map_or("–".into(), |c| c.to_string()),
         s.speakers_per_call,
@@ -684,6 +724,8 @@ pub fn markdown(r: &LoadtestReport) -> String {
             .map_or("normal priority".into(), |p| format!("SCHED_FIFO {p}")),
         s.bot_wake_grid_us
             .map_or("default".into(), |us| format!("{us} µs")),
+        s.bot_recording.name(),
+        f64::from(s.bot_decode_rate_hz) / 1000.0,
         s.bot_work,
         r.packets.count,
         r.packets.bitrate,
@@ -708,7 +750,11 @@ pub fn markdown(r: &LoadtestReport) -> String {
     let _ = writeln!(o, "\n## Sweep\n");
     let _ = writeln!(
         o,
-        "| streams | calls | bot CPU % | others on bot CPU % | CPU/stream % | × floor | media thread % | RSS MiB | KiB/stream | gen CPU % | gen µs/pkt | received | lost | concealed | ring drops | frames/stream min | setup p50 ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| streams | calls | bot CPU % | others on bot CPU % | CPU/stream % | × floor ({}) | media thread % | RSS MiB | KiB/stream | gen CPU % | gen µs/pkt | received | lost | concealed | ring drops | frames/stream min | setup p50 ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        r.floor.as_ref().map_or_else(
+            || format!("{} kHz", f64::from(s.bot_decode_rate_hz) / 1000.0),
+            |f| format!("{} kHz", f64::from(f.rate_hz) / 1000.0)
+        )
     );
     let floor = r.floor.as_ref().map(|f| f.cores_per_stream);
     for st in &r.steps {
@@ -862,10 +908,15 @@ pub fn markdown(r: &LoadtestReport) -> String {
         );
     }
     let _ = writeln!(o, "\n## Baselines (same packets)\n");
-    if let Some(f) = &r.floor {
+    for (f, role) in [
+        (&r.floor, "the bot's decode rate; the target's floor"),
+        (&r.floor_48k, "for reference"),
+    ] {
+        let Some(f) = f else { continue };
         let _ = writeln!(
             o,
-            "- Floor, bare libopus decode ({} packets on CPU {}): {:.2} µs per packet = {:.3}% of a core per stream = {:.0} streams per core.",
+            "- Floor, bare libopus decode at {} kHz ({role}; {} packets on CPU {}): {:.2} µs per packet = {:.3}% of a core per stream = {:.0} streams per core.",
+            f64::from(f.rate_hz) / 1000.0,
             f.packets,
             f.cpu.map_or("unpinned".into(), |c| c.to_string()),
             f.us_per_packet,
@@ -927,9 +978,13 @@ pub fn plots(r: &LoadtestReport) -> Vec<(String, String)> {
         ("bot process".to_owned(), cpu),
         ("generator".to_owned(), gen_cpu),
     ];
-    if let Some(f) = &r.floor {
+    for (f, suffix) in [(&r.floor, ""), (&r.floor_48k, ", reference")] {
+        let Some(f) = f else { continue };
         cpu_series.push((
-            "bare decode floor".to_owned(),
+            format!(
+                "bare decode floor ({} kHz{suffix})",
+                f64::from(f.rate_hz) / 1000.0
+            ),
             xs.iter()
                 .map(|x| (*x, x * f.cores_per_stream * 100.0))
                 .collect(),
@@ -1164,6 +1219,8 @@ mod tests {
             setup: CallSetup::from_sorted(&[100.0, 200.0, 400.0], &[5.0], None),
             broken: Vec::new(),
             recorded_bytes: None,
+            recording_bytes: None,
+            feed_bytes: None,
             core_busy: BTreeMap::from([(0, 0.9), (1, 0.5)]),
             warnings: Vec::new(),
         }
@@ -1186,9 +1243,20 @@ mod tests {
         assert!(w[1].contains("40% of the bot's CPU"), "{w:?}");
     }
 
-    #[test]
-    fn targets_and_markdown_state_what_is_missing() {
-        let mut r = LoadtestReport {
+    fn floor(rate_hz: u32, us_per_packet: f64) -> Floor {
+        Floor {
+            rate_hz,
+            packets: 1000,
+            cpu_secs: 0.05,
+            us_per_packet,
+            cores_per_stream: us_per_packet * 50.0 / 1e6,
+            streams_per_core: 1e6 / (us_per_packet * 50.0),
+            cpu: Some(1),
+        }
+    }
+
+    fn report() -> LoadtestReport {
+        LoadtestReport {
             schema: SCHEMA.into(),
             generated_at: "2026-11-23T00:00:00Z".into(),
             machine: Machine {
@@ -1211,18 +1279,17 @@ mod tests {
             webhook: None,
             steps: vec![step(100), step(500)],
             knee: None,
-            floor: Some(Floor {
-                packets: 1000,
-                cpu_secs: 0.05,
-                us_per_packet: 50.0,
-                cores_per_stream: 0.0025,
-                streams_per_core: 400.0,
-                cpu: Some(1),
-            }),
+            floor: Some(floor(48_000, 50.0)),
+            floor_48k: None,
             peers: Vec::new(),
             targets: Vec::new(),
             notes: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn targets_and_markdown_state_what_is_missing() {
+        let mut r = report();
         r.evaluate();
         let by = |n: &str| r.targets.iter().find(|t| t.name == n).unwrap().met;
         assert_eq!(by("streams per core"), Some(true));
@@ -1242,5 +1309,58 @@ mod tests {
         assert_eq!(p.len(), 4);
         assert!(p.iter().all(|(_, svg)| svg.starts_with("<svg")));
         assert!(p[1].1.contains("no data"), "no latency histogram exported");
+        // The default mode decodes at 48 kHz: one floor, named with its rate.
+        let t = &r.targets[1];
+        assert!(
+            t.target.contains("at 48 kHz (the bot's decode rate)"),
+            "{t:?}"
+        );
+        assert!(!t.measured.contains("reference"), "{t:?}");
+        assert!(md.contains("`wav` (decodes at 48 kHz)"), "{md}");
+        assert!(md.contains("× floor (48 kHz)"), "{md}");
+    }
+
+    #[test]
+    fn a_bot_decoding_at_16_khz_is_judged_against_the_16_khz_floor_with_48_khz_shown() {
+        let args = LoadtestArgs {
+            bot_recording: super::super::BotRecording::Ogg,
+            ..LoadtestArgs::default()
+        };
+        let mut r = report();
+        r.settings = Settings::from_args(&args, Some(1), Some(0), true);
+        // The bot spends 0.1 % of a core per stream: 1.6x a 0.0625 % floor at 16 kHz (missed),
+        // 0.4x the 0.25 % floor at 48 kHz (which would have passed).
+        r.floor = Some(floor(16_000, 12.5));
+        r.floor_48k = Some(floor(48_000, 50.0));
+        r.evaluate();
+        let t = &r.targets[1];
+        assert_eq!(t.name, "CPU per stream vs bare decode");
+        assert_eq!(t.met, Some(false), "{t:?}");
+        assert!(
+            t.target.contains("at 16 kHz (the bot's decode rate)"),
+            "{t:?}"
+        );
+        assert!(t.measured.starts_with("1.60x at 500 streams"), "{t:?}");
+        assert!(
+            t.measured.contains("for reference 0.40x the 48 kHz floor"),
+            "{t:?}"
+        );
+        let md = markdown(&r);
+        assert!(md.contains("`ogg` (decodes at 16 kHz)"), "{md}");
+        assert!(md.contains("Ogg/Opus passthrough"), "{md}");
+        assert!(md.contains("| × floor (16 kHz) |"), "{md}");
+        assert!(
+            md.contains("Floor, bare libopus decode at 16 kHz (the bot's decode rate")
+                && md.contains("Floor, bare libopus decode at 48 kHz (for reference"),
+            "{md}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["floor"]["rate_hz"], 16_000);
+        assert_eq!(json["floor_48k"]["rate_hz"], 48_000);
+        assert_eq!(json["settings"]["bot_recording"], "ogg");
+        assert_eq!(json["settings"]["bot_decode_rate_hz"], 16_000);
+        let cpu_svg = &plots(&r)[0].1;
+        assert!(cpu_svg.contains("16 kHz") && cpu_svg.contains("48 kHz, reference"));
+        assert!(html(&r, &[]).contains("decodes at 16 kHz"));
     }
 }
