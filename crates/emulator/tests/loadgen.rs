@@ -48,7 +48,8 @@ async fn smoke_two_calls_two_speakers_against_the_real_binary() {
     assert!(m.frames_out as f64 >= m.received as f64 * 0.9, "{m:?}");
     assert_eq!(m.dropped_at_ring, 0);
     // The default recording mode: 48 kHz WAVs of 4 speakers for at least 3 s (2 bytes a
-    // sample), and the 16 kHz feed of the same, were written (then deleted).
+    // sample; the call's mix on top), and the 16 kHz feed of the same, were written (then
+    // deleted).
     assert_eq!(r.settings.bot_recording, loadgen::BotRecording::Wav);
     let rec = s.recording_bytes.unwrap();
     assert!(rec >= 4 * 3 * 96_000, "the bot recorded {rec} bytes");
@@ -98,6 +99,10 @@ async fn smoke_two_calls_two_speakers_against_the_real_binary() {
     assert!(json["machine"]["cpus"].as_u64().unwrap() >= 1);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| target |") && md.contains("## Sweep"), "{md}");
+    assert!(
+        md.contains("## Disk") && md.contains("decodes at 48 kHz"),
+        "{md}"
+    );
     let svg = std::fs::read_to_string(out.join("cpu.svg")).unwrap();
     assert!(svg.contains("<svg"));
     assert!(

@@ -868,6 +868,31 @@ pub fn markdown(r: &LoadtestReport) -> String {
             }
         }
     }
+    if r.steps.iter().any(|s| s.recorded_bytes.is_some()) {
+        let _ = writeln!(
+            o,
+            "\n## Disk (what the bot wrote over each step, deleted after it; recording `{}`)\n",
+            r.settings.bot_recording.name()
+        );
+        let _ = writeln!(
+            o,
+            "| streams | recordings MiB | recordings KiB per stream | feed MiB | feed KiB per stream |\n|---|---|---|---|---|"
+        );
+        for st in &r.steps {
+            let n = st.streams_connected.max(1) as f64;
+            let per = |b: Option<u64>| b.map(|b| b as f64 / 1024.0 / n);
+            let mib = |b: Option<u64>| b.map(|b| b as f64 / (1024.0 * 1024.0));
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                st.streams_connected,
+                opt(mib(st.recording_bytes), 1),
+                opt(per(st.recording_bytes), 0),
+                opt(mib(st.feed_bytes), 1),
+                opt(per(st.feed_bytes), 0)
+            );
+        }
+    }
     let _ = writeln!(o, "\n## Threads of the bot (steady window, % of a core)\n");
     for st in &r.steps {
         if let Some(c) = &st.bot_cpu {
@@ -1318,6 +1343,7 @@ mod tests {
         assert!(!t.measured.contains("reference"), "{t:?}");
         assert!(md.contains("`wav` (decodes at 48 kHz)"), "{md}");
         assert!(md.contains("× floor (48 kHz)"), "{md}");
+        assert!(!md.contains("## Disk"), "no step measured its bytes");
     }
 
     #[test]
@@ -1331,6 +1357,10 @@ mod tests {
         // The bot spends 0.1 % of a core per stream: 1.6x a 0.0625 % floor at 16 kHz (missed),
         // 0.4x the 0.25 % floor at 48 kHz (which would have passed).
         r.floor = Some(floor(16_000, 12.5));
+        // 100 streams for about 10 s: Ogg at ~4.2 kB/s, the feed at 30 kB/s.
+        r.steps[0].recording_bytes = Some(4_200_000);
+        r.steps[0].feed_bytes = Some(30_000_000);
+        r.steps[0].recorded_bytes = Some(34_200_000);
         r.floor_48k = Some(floor(48_000, 50.0));
         r.evaluate();
         let t = &r.targets[1];
@@ -1349,6 +1379,11 @@ mod tests {
         assert!(md.contains("`ogg` (decodes at 16 kHz)"), "{md}");
         assert!(md.contains("Ogg/Opus passthrough"), "{md}");
         assert!(md.contains("| × floor (16 kHz) |"), "{md}");
+        assert!(
+            md.contains("## Disk") && md.contains("recording `ogg`"),
+            "{md}"
+        );
+        assert!(md.contains("| 100 | 4.0 | 41 | 28.6 | 293 |"), "{md}");
         assert!(
             md.contains("Floor, bare libopus decode at 16 kHz (the bot's decode rate")
                 && md.contains("Floor, bare libopus decode at 48 kHz (for reference"),
