@@ -66,11 +66,13 @@ impl BotRecording {
     /// What the bot writes per stream, in words (for the report).
     pub fn describe(self) -> &'static str {
         match self {
-            Self::Wav => "48 kHz per-speaker WAV recording to disk",
+            Self::Wav => "48 kHz per-speaker WAV recording (and the call's 48 kHz mix) to disk",
             Self::WavOgg => {
-                "48 kHz per-speaker WAV recording and Ogg/Opus passthrough of the received packets to disk"
+                "48 kHz per-speaker WAV recording (and the call's mix) plus Ogg/Opus passthrough of the received packets to disk"
             }
-            Self::Ogg => "Ogg/Opus passthrough of the received packets to disk (no WAV)",
+            Self::Ogg => {
+                "per-speaker Ogg/Opus passthrough of the received packets to disk (no per-speaker WAV; the call's mix as a 16 kHz WAV)"
+            }
             Self::Off => "no recording",
         }
     }
