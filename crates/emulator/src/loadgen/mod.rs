@@ -15,7 +15,8 @@
 //! process and thread, RSS, Prometheus histograms), then stops the media and hangs up
 //! (teardown) and reads each call's per-stream counters. Around the sweep it measures the
 //! webhook (verified notifications per second), the floor (bare libopus decode of the same
-//! packets on the bot's core) and, optionally, an independent receiver (aiortc) fed the same
+//! packets on the bot's core, at the rate the bot's `--bot-recording` mode decodes at) and,
+//! optionally, an independent receiver (aiortc) fed the same
 //! packets. It writes `result.json`, `report.md`, SVG plots and `report.html` to `--out`.
 
 pub mod bot;
