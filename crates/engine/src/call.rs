@@ -30,6 +30,7 @@ use mediabot_signaling::state::{CallEvent, CallModel, CallModelConfig, RosterMod
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::config::Config;
 use crate::engine::Shared;
 use crate::health::CallSlot;
 use crate::media::{MediaCommand, MediaEvent};
@@ -173,11 +174,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
         info,
     } = setup;
     let cfg = &shared.config;
-    let rate = if cfg.recording.enabled {
-        SampleRate::HZ_48000
-    } else {
-        SampleRate::HZ_16000
-    };
+    let rate = pipeline_rate(cfg);
     let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
     let wall_start = SystemTime::now();
     let media_start = Instant::now();
@@ -224,6 +221,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
                 checkpoint_every: Duration::from_secs(1),
                 fsync_every: Duration::from_secs(cfg.recording.fsync_interval_secs),
                 ogg: cfg.recording.ogg,
+                participant_wav: cfg.recording.participant_wav,
             },
             &call_id,
             rfc3339(wall_start),
@@ -246,6 +244,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
         None
     };
     let feed = shared.feed_for(&call_id);
+    let participant_ring = needs_participant_ring(cfg, feed.is_some());
     let (sink_tx, sink_rx) = std::sync::mpsc::channel();
     let sink_thread = runner::spawn(
         &safe_id,
@@ -281,6 +280,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
         sink_tx,
         gate_open: false,
         gate_requested: false,
+        participant_ring,
         rate,
         media_start,
         names: HashMap::new(),
@@ -358,6 +358,8 @@ struct CallRun {
     sink_tx: std::sync::mpsc::Sender<SinkControl>,
     gate_open: bool,
     gate_requested: bool,
+    /// Whether the per-speaker PCM ring is attached at all (see [`needs_participant_ring`]).
+    participant_ring: bool,
     rate: SampleRate,
     media_start: Instant,
     /// Roster facts by source id.
@@ -625,6 +627,10 @@ impl CallRun {
             if select == TrackSelect::Mixed && !self.shared.config.recording.enabled {
                 continue;
             }
+            if select == TrackSelect::AllParticipants && !self.participant_ring {
+                // Nobody reads decoded per-speaker audio: the media thread skips the pushes.
+                continue;
+            }
             let (tx, rx) = tokio::sync::oneshot::channel();
             let cmd = MediaCommand::AddSink {
                 call: self.media_key.clone(),
@@ -760,11 +766,32 @@ impl CallRun {
     }
 }
 
+/// The rate a call's pipeline decodes and mixes at: 48 kHz only when something consumes 48 kHz
+/// PCM (per-speaker WAV recording, or echo, which plays the mix back at 48 kHz); otherwise
+/// 16 kHz, the transcription feed's rate, which decodes Opus straight at 16 kHz and spares the
+/// feed's decimation. Recording with `participant_wav = false` (Ogg/Opus passthrough) thus
+/// decodes at 16 kHz and writes a 16 kHz `mixed.wav`.
+pub fn pipeline_rate(cfg: &Config) -> SampleRate {
+    if cfg.recording.writes_participant_pcm() || cfg.calls.echo {
+        SampleRate::HZ_48000
+    } else {
+        SampleRate::HZ_16000
+    }
+}
+
+/// Whether a call's per-speaker PCM ring ([`TrackSelect::AllParticipants`]) is attached: only
+/// when a consumer reads it (per-speaker WAV recording or a transcription feed). Without it the
+/// sink thread still drains the mix and the Ogg packet ring.
+pub fn needs_participant_ring(cfg: &Config, has_feed: bool) -> bool {
+    cfg.recording.writes_participant_pcm() || has_feed
+}
+
 /// `mediabot_call_setup_seconds` and `setupToFirstAudioMs`: from the join/answer request to the
 /// first participant frame taken from a sink ring (recorder or transcription feed) by the call's
-/// sink thread. It spans Graph, the far side's WHIP connect, ICE/DTLS, the first packets, the
-/// jitter buffer and, in compliance mode, `updateRecordingStatus`. Calls with no sink (echo or
-/// playback only) are not measured.
+/// sink thread; a call with no per-speaker ring (Ogg-only recording, no feed) counts its first
+/// audible mixed frame instead, which comes a mixing window later. It spans Graph, the far side's
+/// WHIP connect, ICE/DTLS, the first packets, the jitter buffer and, in compliance mode,
+/// `updateRecordingStatus`. Calls with no sink (echo or playback only) are not measured.
 fn first_frame_hook(
     shared: &Arc<Shared>,
     info: &CallInfoHandle,
@@ -840,6 +867,32 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipeline_runs_at_48k_only_for_48k_consumers() {
+        let mut c = Config::default();
+        assert!(c.recording.enabled && c.recording.participant_wav);
+        assert_eq!(pipeline_rate(&c), SampleRate::HZ_48000, "per-speaker WAV");
+        assert!(needs_participant_ring(&c, false));
+        c.recording.participant_wav = false;
+        c.recording.ogg = true;
+        assert_eq!(pipeline_rate(&c), SampleRate::HZ_16000, "Ogg passthrough");
+        assert!(!needs_participant_ring(&c, false), "nobody reads it");
+        assert!(needs_participant_ring(&c, true), "the feed reads it");
+        c.calls.echo = true;
+        assert_eq!(pipeline_rate(&c), SampleRate::HZ_48000, "echo plays 48 kHz");
+        c.calls.echo = false;
+        c.recording.enabled = false;
+        c.recording.participant_wav = true;
+        assert_eq!(pipeline_rate(&c), SampleRate::HZ_16000, "feed only");
+        assert!(!needs_participant_ring(&c, false));
+        c.calls.echo = true;
+        assert_eq!(
+            pipeline_rate(&c),
+            SampleRate::HZ_48000,
+            "echo without recording"
+        );
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

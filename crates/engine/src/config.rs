@@ -286,8 +286,9 @@ pub struct CallsSection {
     /// Compliance mode: no frame reaches a recorder until `updateRecordingStatus(recording)`
     /// succeeded.
     pub compliance: bool,
-    /// Echo mode (a test bot): the call's mix is played back into the call. Needs recording
-    /// enabled (48 kHz pipeline).
+    /// Echo mode (a test bot): the call's mix is played back into the call. Echo needs the mix
+    /// at 48 kHz, so with echo on the call's pipeline runs at 48 kHz whatever `[recording]` says
+    /// (then `mixed.wav` is 48 kHz too, also with `recording.participant_wav = false`).
     pub echo: bool,
 }
 
@@ -321,6 +322,12 @@ pub struct RecordingSection {
     pub dir: PathBuf,
     /// Also write the received Opus packets to Ogg (RFC 7845), without re-encoding.
     pub ogg: bool,
+    /// Write one 48 kHz `participant-<id>.wav` per speaker (default). With `false` the
+    /// per-speaker recording is the Ogg/Opus passthrough alone (`ogg = true` is then required):
+    /// bit-exact to what arrived and about a tenth of a 48 kHz WAV, but not drift-corrected, and
+    /// nothing needs 48 kHz PCM any more, so the call's pipeline decodes at 16 kHz (the
+    /// transcription feed's rate) and `mixed.wav` is 16 kHz. Echo (`calls.echo`) keeps 48 kHz.
+    pub participant_wav: bool,
     /// Seconds between `fdatasync`s of open files (0 = only at close).
     pub fsync_interval_secs: u64,
     /// Capacity of the ring that carries every speaker's frames to the recorder, in 20 ms
@@ -335,9 +342,34 @@ impl Default for RecordingSection {
             enabled: true,
             dir: PathBuf::from("recordings"),
             ogg: false,
+            participant_wav: true,
             fsync_interval_secs: 5,
             ring_frames: 500,
         }
+    }
+}
+
+impl RecordingSection {
+    /// Checks the `[recording]` keys against each other.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `recording.participant_wav` when recording is on with
+    /// neither per-speaker WAV nor Ogg/Opus: the call would be recorded as a mix alone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled && !self.participant_wav && !self.ogg {
+            return Err(ConfigError::Invalid {
+                key: "recording.participant_wav",
+                problem: "participant_wav = false with ogg = false leaves no per-speaker recording"
+                    .into(),
+                fix: "set recording.ogg = true (per-speaker Ogg/Opus passthrough), or participant_wav = true, or enabled = false",
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a recorder consumes decoded per-speaker audio (the `participant-<id>.wav` files).
+    pub fn writes_participant_pcm(&self) -> bool {
+        self.enabled && self.participant_wav
     }
 }
 
@@ -681,6 +713,7 @@ impl Config {
                 fix: "Graph ends calls with no keepAlive for 45 minutes: use 60-2400 (default 900)",
             });
         }
+        self.recording.validate()?;
         if let Some(u) = &self.transcription.websocket_url
             && !(u.starts_with("ws://") || u.starts_with("wss://"))
         {
@@ -806,6 +839,45 @@ public_ip = "203.0.113.7"
         c.calls.keepalive_secs = 45 * 60;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("calls.keepalive_secs"), "{e}");
+    }
+
+    #[test]
+    fn recording_needs_a_per_speaker_format() {
+        let mut c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        c.load_secrets(env_of(&[("MEDIABOT_GRAPH_CLIENT_SECRET", "s")]))
+            .unwrap();
+        assert!(c.recording.participant_wav, "WAV per speaker by default");
+        c.validate().unwrap();
+        c.recording.participant_wav = false;
+        let e = c.validate().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "recording.participant_wav",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("recording.ogg"), "the fix names ogg: {msg}");
+        c.recording.ogg = true;
+        c.validate().unwrap();
+        // Not recording at all: the per-speaker format does not matter.
+        c.recording.ogg = false;
+        c.recording.enabled = false;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn participant_wav_parses_from_toml() {
+        let text = format!("{GOOD}\n[recording]\nparticipant_wav = false\nogg = true\n");
+        let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+        assert!(!c.recording.participant_wav);
+        assert!(c.recording.ogg);
+        assert!(!c.recording.writes_participant_pcm());
+        c.recording.validate().unwrap();
     }
 
     #[test]

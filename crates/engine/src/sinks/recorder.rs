@@ -17,6 +17,13 @@
 //! (the WAV path is): a sender whose clock runs 100 ppm off drifts 0.36 s per hour against it. A
 //! timestamp jump (sender restart) re-anchors the stream at the packet's arrival.
 //!
+//! **Passthrough only.** With `participant_wav` off there are no participant WAVs: participant
+//! frames are dropped on arrival and each speaker is recorded by the `.opus` file alone (the
+//! engine then runs the call at 16 kHz, so `mixed.wav` and `sampleRate` are 16 kHz while Ogg
+//! granules stay 48 kHz; [`Recorder::finish`] pads each `.opus` to the mix's end converted to
+//! 48 kHz). The trade-off: the `.opus` is bit-exact to what arrived and about a tenth of a
+//! 48 kHz WAV, but it is not drift-corrected (above), and nothing per speaker is decoded.
+//!
 //! **Failures.** A write error (disk full, I/O error) fails that one file: it is checkpointed as
 //! far as it got, the error is kept for the manifest and the metric, and the other files go on.
 //! The media path never waits for the recorder: frames reach it through lock-free rings, and a
@@ -52,6 +59,10 @@ pub struct RecorderConfig {
     pub fsync_every: Duration,
     /// Also write each participant's received Opus packets to `participant-<id>.opus`.
     pub ogg: bool,
+    /// Write participant frames to `participant-<id>.wav`. Off, participant frames are skipped
+    /// on arrival (no file, no manifest track) and the per-speaker recording is the Ogg/Opus
+    /// passthrough; the mix is still written.
+    pub participant_wav: bool,
 }
 
 /// What the roster says about a source, for file names and the manifest.
@@ -127,7 +138,8 @@ pub struct Manifest {
     pub version: u32,
     /// Graph call id.
     pub call_id: String,
-    /// Sample rate of the WAV files.
+    /// Sample rate of the WAV files and of `timeline_samples`: the call pipeline's rate, 48 kHz
+    /// with per-speaker WAVs, 16 kHz with `participant_wav` off (Ogg granules are 48 kHz always).
     pub sample_rate: u32,
     /// Call media start, RFC 3339.
     pub media_start: String,
@@ -378,6 +390,7 @@ impl Recorder {
     /// Writes one frame (a participant's or the mix).
     pub fn handle_frame(&mut self, frame: &AudioFrame<i16>) {
         let key = match frame.source {
+            FrameSource::Participant { .. } if !self.cfg.participant_wav => return,
             FrameSource::Participant { ssrc, .. } => Some(ssrc.0),
             FrameSource::Mixed => None,
         };
@@ -661,6 +674,7 @@ mod tests {
             checkpoint_every: Duration::from_millis(100),
             fsync_every: Duration::from_secs(1),
             ogg: true,
+            participant_wav: true,
         }
     }
 
@@ -826,6 +840,77 @@ mod tests {
             .find(|t| t["sourceId"] == 5)
             .unwrap();
         assert!(t5["error"].is_string());
+    }
+
+    /// Feeds 1 s of a 16 kHz call: two speakers' frames and packets, and the mix.
+    fn feed_16k(r: &mut Recorder) {
+        let f16 = |source, pos: u64, value: f32| {
+            let mut f = AudioFrame::<i16>::empty();
+            f.source = source;
+            f.position = TimelinePos(pos);
+            f.set_samples_f32(&[value; 320]);
+            f
+        };
+        for i in 0..50u64 {
+            r.handle_frame(&f16(p(5), i * 320, 0.5));
+            r.handle_frame(&f16(p(6), i * 320, 0.25));
+            r.handle_frame(&f16(FrameSource::Mixed, i * 320, 0.1));
+            for ssrc in [5, 6] {
+                r.handle_packet(&TappedPacket {
+                    ssrc,
+                    timestamp: 1000 + i as u32 * 960,
+                    sequence: i as u16,
+                    arrival_pos: i * 960,
+                    payload: vec![0xf8, 0xff, 0xfe],
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn participant_wav_off_writes_the_mix_and_the_opus_but_no_participant_wav() {
+        let mut c = cfg("nowav");
+        c.sample_rate = 16_000;
+        c.participant_wav = false;
+        let dir = c.dir.clone();
+        let mut r = Recorder::create(c, "call-n", "x".into(), 8).unwrap();
+        feed_16k(&mut r);
+        let m = r.finish(serde_json::Value::Null).unwrap();
+        assert_eq!(m.sample_rate, 16_000);
+        assert_eq!(m.timeline_samples, 16_000, "one second at 16 kHz");
+        assert_eq!(m.tracks.len(), 1, "the mix alone: {:?}", m.tracks);
+        assert_eq!(m.tracks[0].kind, "mixed");
+        let rd = hound::WavReader::open(dir.join("mixed.wav")).unwrap();
+        assert_eq!(rd.spec().sample_rate, 16_000);
+        assert_eq!(rd.len(), 16_000);
+        for ssrc in [5, 6] {
+            assert!(!dir.join(format!("participant-{ssrc}.wav")).exists());
+            let o = m.opus.iter().find(|o| o.source_id == ssrc).unwrap();
+            assert_eq!(o.packets, 50);
+            assert!(o.error.is_none());
+            assert_eq!(
+                o.samples, 48_000,
+                "granules at 48 kHz, padded to the mix's end"
+            );
+            assert!(dir.join(&o.file).exists());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn participant_wav_on_writes_the_same_input_per_speaker() {
+        let mut c = cfg("wav16");
+        c.sample_rate = 16_000;
+        let dir = c.dir.clone();
+        let mut r = Recorder::create(c, "call-w", "x".into(), 8).unwrap();
+        feed_16k(&mut r);
+        let m = r.finish(serde_json::Value::Null).unwrap();
+        assert_eq!(m.tracks.len(), 3);
+        for ssrc in [5, 6] {
+            let rd = hound::WavReader::open(dir.join(format!("participant-{ssrc}.wav"))).unwrap();
+            assert_eq!(rd.len(), 16_000);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

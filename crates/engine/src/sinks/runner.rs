@@ -61,8 +61,8 @@ pub struct SinkSet {
     pub rate: u32,
     /// Recorder file failures are added here (`mediabot_recorder_errors_total`).
     pub errors: Arc<AtomicU64>,
-    /// Called once, with the time, when the first participant frame reaches a sink (the call
-    /// setup metric's end point).
+    /// Called once, with the time, when the first participant frame (or, with no per-speaker
+    /// ring, the first audible mixed frame) reaches a sink (the call setup metric's end point).
     pub on_first_frame: Option<Box<dyn FnOnce(std::time::Instant) + Send>>,
 }
 
@@ -220,9 +220,12 @@ fn drain(
     for ring in rings.iter_mut() {
         while let Some(frame) = ring.pop() {
             out.frames += 1;
-            if matches!(frame.source, FrameSource::Participant { .. })
-                && let Some(f) = sinks.on_first_frame.take()
-            {
+            // A participant's frame; without a per-speaker ring, the first audible mix.
+            let first = match frame.source {
+                FrameSource::Participant { .. } => true,
+                FrameSource::Mixed => !frame.flags.silence,
+            };
+            if first && let Some(f) = sinks.on_first_frame.take() {
                 f(std::time::Instant::now());
             }
             if let Some(r) = &mut sinks.recorder {
@@ -402,6 +405,7 @@ mod tests {
                 checkpoint_every: Duration::from_millis(100),
                 fsync_every: Duration::ZERO,
                 ogg: false,
+                participant_wav: true,
             },
             "call-x",
             "x".into(),
