@@ -202,6 +202,20 @@ fn check_recording(rec: &Path, speakers: &[(&str, u64)], min_secs: u64) -> serde
             mixed.len()
         );
         assert!(diff <= 120, ".opus and mix lengths match: {diff}");
+        // Compactness: against the 48 kHz 16-bit WAV the same speaker would have had.
+        let bytes = std::fs::metadata(rec.join(o["file"].as_str().unwrap()))
+            .unwrap()
+            .len();
+        let wav48 = 44 + 2 * granule;
+        println!(
+            "{}: {bytes} bytes, a 48 kHz WAV would be {wav48} ({:.1}x)",
+            o["file"],
+            wav48 as f64 / bytes as f64
+        );
+        assert!(
+            bytes * 5 < wav48,
+            "passthrough is compact: {bytes} vs {wav48}"
+        );
         // The .opus holds one of the speakers' source signals.
         let best = speakers
             .iter()
