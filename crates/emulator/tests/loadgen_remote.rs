@@ -1,7 +1,9 @@
 //! Remote mode end to end, small: the load generator writes the bot's config and secrets to
 //! `--out`, the test starts the real `mediabot` binary from them as a separate process (as a
 //! user would), writes its pid to the `--bot-pid-file`, and the generator runs 2 calls x 2
-//! speakers against it over loopback.
+//! speakers against it over loopback. The bot records in the `ogg` mode (Ogg/Opus passthrough
+//! only, 16 kHz decode), which the spawned-bot smoke test (`loadgen.rs`, default `wav`) does not
+//! cover.
 #![cfg(feature = "webrtc")]
 #![allow(clippy::unwrap_used)]
 
@@ -57,7 +59,7 @@ async fn remote_mode_runs_against_a_bot_started_from_the_written_config() {
     let _out_guard = OutDir(out.clone());
     let (http_port, udp_port) = bot::free_ports().unwrap();
     let pid_file = out.join("bot.pid");
-    let recording = BotRecording::Wav;
+    let recording = BotRecording::Ogg;
     let args = LoadtestArgs {
         streams: vec![4],
         speakers: 2,
@@ -112,6 +114,8 @@ async fn remote_mode_runs_against_a_bot_started_from_the_written_config() {
         Some(i64::from(udp_port))
     );
     assert_eq!(cfg["media"]["bind_ip"].as_str(), Some("127.0.0.1"));
+    assert_eq!(cfg["recording"]["participant_wav"].as_bool(), Some(false));
+    assert_eq!(cfg["recording"]["ogg"].as_bool(), Some(true));
     let vars = bot::read_env_file(&env_file).unwrap();
     let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
@@ -203,9 +207,18 @@ async fn remote_mode_runs_against_a_bot_started_from_the_written_config() {
     assert!(w.blast.accepted > 0, "{w:?}");
     assert_eq!(w.blast.failed, 0, "{:?}", w.blast.first_failure);
     assert!(w.bot_cpu_cores.is_some());
-    assert_eq!(
-        r.floor.as_ref().unwrap().rate_hz,
-        recording.decode_rate_hz()
+    // The bot decodes at 16 kHz in this mode: the floor too, with 48 kHz for reference.
+    assert_eq!(r.settings.bot_decode_rate_hz, 16_000);
+    assert_eq!(r.floor.as_ref().unwrap().rate_hz, 16_000);
+    assert_eq!(r.floor_48k.as_ref().unwrap().rate_hz, 48_000);
+    let t = r
+        .targets
+        .iter()
+        .find(|t| t.name == "CPU per stream vs bare decode")
+        .unwrap();
+    assert!(
+        t.target.contains("16 kHz") && t.measured.contains("48 kHz floor"),
+        "{t:?}"
     );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
