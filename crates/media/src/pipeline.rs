@@ -399,7 +399,9 @@ impl CallPipeline {
         let mut i = 0;
         while i < self.streams.len() {
             let (streams, mut emit) = self.split();
-            streams[i].poll(t, &mut emit);
+            if streams[i].is_due(t) {
+                streams[i].poll(t, &mut emit);
+            }
             if t - streams[i].last_arrival > idle {
                 streams[i].finish(&mut emit);
                 let gone = self.streams.swap_remove(i);

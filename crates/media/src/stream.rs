@@ -119,6 +119,10 @@ pub(crate) struct Stream {
     max_delay: f64,
     source: Source,
     tl: Timeline,
+    /// When the head of the jitter buffer is due (s; infinite: nothing buffered), kept current
+    /// by [`Stream::poll`] (which every packet goes through), so the pipeline can skip streams
+    /// that have nothing due without touching their buffers.
+    due: f64,
 }
 
 impl Stream {
@@ -157,6 +161,7 @@ impl Stream {
             participant: None,
             stats: Arc::new(StreamStats::default()),
             last_arrival: 0.0,
+            due: f64::INFINITY,
             max_delay: p.jitter.max_delay.as_secs_f64(),
             source,
             tl: Timeline {
@@ -317,14 +322,27 @@ impl Stream {
         }
         out.timing = None;
         StreamStats::set(&stats.buffer_delay_us, jb.target_delay().as_micros() as u64);
+        self.refresh_due();
     }
 
     /// When this stream next needs a poll (s since media start).
     pub fn next_due(&self) -> Option<f64> {
-        match &self.source {
-            Source::Opus { jb, .. } => jb.next_due(self.tl.env.floor().unwrap_or(0.0)),
-            Source::Pcm { .. } => None,
-        }
+        self.due.is_finite().then_some(self.due)
+    }
+
+    /// Whether [`Stream::poll`] has anything to do at `now` (s).
+    pub fn is_due(&self, now: f64) -> bool {
+        self.due <= now
+    }
+
+    /// Recomputes [`Stream::next_due`] from the jitter buffer.
+    fn refresh_due(&mut self) {
+        self.due = match &self.source {
+            Source::Opus { jb, .. } => jb
+                .next_due(self.tl.env.floor().unwrap_or(0.0))
+                .unwrap_or(f64::INFINITY),
+            Source::Pcm { .. } => f64::INFINITY,
+        };
     }
 
     /// Emits the partial frame (zero-padded): the stream is going away.
