@@ -150,14 +150,24 @@ fn floor_small(x: f32) -> i32 {
     t - i32::from((t as f32) > x)
 }
 
-/// [`LANES`] Catmull-Rom outputs: output `k` between `window[k + 1]` and `window[k + 2]` at
-/// `frac[k]`. SSE2 (in every x86-64 CPU), four lanes at a time: the compiler left the portable
-/// loop scalar.
+/// The fractional positions of one block: lane `k` at `frac0 + m (a + (m - 1) b) - j` with
+/// `m = n + k`.
+struct Remainders {
+    n: f32,
+    frac0: f32,
+    a: f32,
+    b: f32,
+    j: f32,
+}
+
+/// [`LANES`] Catmull-Rom outputs: output `k` between `window[k + 1]` and `window[k + 2]` at the
+/// block's fractional position `k`. SSE2 (in every x86-64 CPU), four lanes at a time: the
+/// compiler left the portable loop scalar.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn interpolate_block(window: &[f32], frac: &[f32; LANES], out: &mut [f32]) {
+fn interpolate_block(window: &[f32], curve: &Remainders, out: &mut [f32]) {
     use std::arch::x86_64::{
-        _mm_add_ps, _mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_storeu_ps, _mm_sub_ps,
+        _mm_add_ps, _mm_loadu_ps, _mm_mul_ps, _mm_set_ps, _mm_set1_ps, _mm_storeu_ps, _mm_sub_ps,
     };
     let window = &window[..LANES + 3];
     let out = &mut out[..LANES];
@@ -166,16 +176,32 @@ fn interpolate_block(window: &[f32], frac: &[f32; LANES], out: &mut [f32]) {
     // every store writes 4 floats inside `out` (LANES long); unaligned access is allowed.
     unsafe {
         let half = _mm_set1_ps(0.5);
+        let one = _mm_set1_ps(1.0);
         let one_half = _mm_set1_ps(1.5);
         let two = _mm_set1_ps(2.0);
         let two_half = _mm_set1_ps(2.5);
+        let (frac0, a, b, j) = (
+            _mm_set1_ps(curve.frac0),
+            _mm_set1_ps(curve.a),
+            _mm_set1_ps(curve.b),
+            _mm_set1_ps(curve.j),
+        );
         for k in (0..LANES).step_by(4) {
+            let m = _mm_add_ps(
+                _mm_set1_ps(curve.n),
+                _mm_set_ps(k as f32 + 3.0, k as f32 + 2.0, k as f32 + 1.0, k as f32),
+            );
+            // frac0 + m (a + (m - 1) b) - j, as `remainder` computes it.
+            let r = _mm_add_ps(
+                frac0,
+                _mm_mul_ps(m, _mm_add_ps(a, _mm_mul_ps(_mm_sub_ps(m, one), b))),
+            );
+            let f = _mm_sub_ps(r, j);
             let p = window.as_ptr().add(k);
             let x0 = _mm_loadu_ps(p);
             let x1 = _mm_loadu_ps(p.add(1));
             let x2 = _mm_loadu_ps(p.add(2));
             let x3 = _mm_loadu_ps(p.add(3));
-            let f = _mm_loadu_ps(frac.as_ptr().add(k));
             let c1 = _mm_mul_ps(half, _mm_sub_ps(x2, x0));
             let c2 = _mm_sub_ps(
                 _mm_add_ps(
@@ -197,10 +223,12 @@ fn interpolate_block(window: &[f32], frac: &[f32; LANES], out: &mut [f32]) {
 /// [`LANES`] Catmull-Rom outputs (portable form of the x86-64 kernel).
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn interpolate_block(window: &[f32], frac: &[f32; LANES], out: &mut [f32]) {
+fn interpolate_block(window: &[f32], curve: &Remainders, out: &mut [f32]) {
     for (k, o) in out[..LANES].iter_mut().enumerate() {
+        let m = curve.n + k as f32;
+        let f = curve.frac0 + m * (curve.a + (m - 1.0) * curve.b) - curve.j;
         let w = &window[k..k + 4];
-        *o = catmull_rom(w[0], w[1], w[2], w[3], frac[k]);
+        *o = catmull_rom(w[0], w[1], w[2], w[3], f);
     }
 }
 
@@ -283,36 +311,39 @@ impl CubicDrift {
         let frac0 = (self.t - i0 as f64) as f32;
         let a = (self.step - 1.0) as f32;
         let b = (dstep / 2.0) as f32;
+        // Same operations in the same order as the kernel, so both see the same values.
         let remainder = |n: usize| {
             let nf = n as f32;
-            frac0 + nf * a + nf * (nf - 1.0) * b
+            frac0 + nf * (a + (nf - 1.0) * b)
         };
         let cap = self.out.len();
+        // r_{n+1} - r_n = a + 2 b n keeps one sign over the chunk unless the ramp crosses a
+        // ratio of exactly 1: then a block's two ends bound all of it.
+        let monotone = a * (a + 2.0 * b * cap as f32) >= 0.0;
         let mut n = 0;
         'outer: while n < cap {
             if n + LANES <= cap {
-                let mut r = [0f32; LANES];
-                for (k, v) in r.iter_mut().enumerate() {
-                    *v = remainder(n + k);
-                }
-                let j = floor_small(r[0]);
-                let uniform = r.iter().all(|v| floor_small(*v) == j);
+                let j = floor_small(remainder(n));
+                let j_last = floor_small(remainder(n + LANES - 1));
+                let uniform = j == j_last
+                    && (monotone || (n + 1..n + LANES - 1).all(|m| floor_small(remainder(m)) == j));
                 // Positions never decrease within a block (each output advances 1 +- 0.9 %).
-                let last = (i0 + n + LANES - 1) as isize + floor_small(r[LANES - 1]) as isize;
-                if uniform && last < limit as isize {
-                    let base = (i0 + n) as isize + j as isize;
-                    let j = j as f32;
-                    if base >= 1 {
-                        let base = base as usize;
-                        for f in &mut r {
-                            *f -= j;
-                        }
-                        // `last < limit` puts `base + LANES + 1` inside `e`.
-                        let window = &e[base - 1..base + LANES + 2];
-                        interpolate_block(window, &r, &mut self.out[n..n + LANES]);
-                        n += LANES;
-                        continue;
-                    }
+                let last = (i0 + n + LANES - 1) as isize + j_last as isize;
+                let base = (i0 + n) as isize + j as isize;
+                if uniform && last < limit as isize && base >= 1 {
+                    let base = base as usize;
+                    // `last < limit` puts `base + LANES + 1` inside `e`.
+                    let window = &e[base - 1..base + LANES + 2];
+                    let curve = Remainders {
+                        n: n as f32,
+                        frac0,
+                        a,
+                        b,
+                        j: j as f32,
+                    };
+                    interpolate_block(window, &curve, &mut self.out[n..n + LANES]);
+                    n += LANES;
+                    continue;
                 }
             }
             // Scalar: one output at a time, each with its own integer part.
