@@ -426,14 +426,37 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         None
     };
 
-    // The sweep.
+    // The sweep. Each step is bracketed by a short floor measurement (bot idle, its core, the
+    // step's stream count), so the step's ratio uses the machine's speed of that minute.
+    let rate = args.bot_recording.decode_rate_hz();
+    let bracket_secs = args.floor_secs.min(2.0);
+    let bracket_floor = |streams: usize| -> Option<floor::Floor> {
+        if bracket_secs <= 0.0 || bot_pid.is_none() {
+            return None;
+        }
+        floor::measure(
+            &packets,
+            bot_cpu,
+            streams.max(1),
+            Duration::from_secs_f64(bracket_secs),
+            rate,
+        )
+        .ok()
+    };
     let mut steps: Vec<StepResult> = Vec::new();
     let mut knee: Option<Knee> = None;
     for (i, &streams) in args.streams.iter().enumerate() {
         let label = format!("step {}/{} ({streams} streams)", i + 1, args.streams.len());
-        let step = run_step(&ctx, i, streams, &label, idle_rss_kib)
+        progress.line(&format!("{label}: floor before"));
+        let before = bracket_floor(streams);
+        let mut step = run_step(&ctx, i, streams, &label, idle_rss_kib)
             .await
             .with_context(|| label.clone())?;
+        if let Some(b) = before.as_ref()
+            && let Some(a) = bracket_floor(streams)
+        {
+            step.floor_bracket = Some(report::FloorBracket::new(b, &a));
+        }
         let broken = !step.broken.is_empty();
         if broken && knee.is_none() {
             knee = Some(Knee {
@@ -460,7 +483,6 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
     // Baselines: the floor on the bot's core while the bot idles, then the aiortc peer.
     // At the bot's decode rate (the target's floor) and, when that is not 48 kHz, at 48 kHz
     // too, for reference.
-    let rate = args.bot_recording.decode_rate_hz();
     let mut floor_at = |rate_hz: u32| -> Option<floor::Floor> {
         if args.floor_secs <= 0.0 {
             return None;
@@ -925,6 +947,7 @@ async fn run_step(
         bot_cores_per_stream: cpu
             .as_ref()
             .map(|c| c.process_cores / streams_connected.max(1) as f64),
+        floor_bracket: None,
         rss_kib: rss,
         rss_per_stream_kib: match (rss, idle_rss_kib) {
             (Some(r), Some(i)) => {
