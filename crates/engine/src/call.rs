@@ -256,6 +256,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
             on_first_frame: Some(first_frame_hook(&shared, &info, started)),
         },
         sink_rx,
+        cfg.media.sink_scheduling,
     );
     let sink_thread = match sink_thread {
         Ok(t) => Some(t),

@@ -241,6 +241,10 @@ pub struct MediaSection {
     /// `securityContext.capabilities.add: [SYS_NICE]`); refused, the thread runs at normal
     /// priority and the log says so. Unset by default.
     pub realtime_priority: Option<u8>,
+    /// How the per-call sink threads (recorder, feed) yield to the media thread: `"batch"`
+    /// (the default: nice 10 under `SCHED_BATCH`, no wake-up preemption of the media thread),
+    /// `"idle"` (`SCHED_IDLE`: only what is left over) or `"nice"` (nice 10 alone).
+    pub sink_scheduling: crate::sinks::runner::SinkScheduling,
 }
 
 impl Default for MediaSection {
@@ -254,6 +258,7 @@ impl Default for MediaSection {
             whip_token_ttl_secs: 300,
             wake_grid_us: 1000,
             realtime_priority: None,
+            sink_scheduling: crate::sinks::runner::SinkScheduling::Batch,
         }
     }
 }
@@ -895,5 +900,23 @@ public_ip = "203.0.113.7"
         c.media.realtime_priority = Some(0);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("media.realtime_priority"), "{e}");
+    }
+
+    #[test]
+    fn sink_scheduling_defaults_to_batch_and_parses() {
+        use crate::sinks::runner::SinkScheduling;
+        let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(c.media.sink_scheduling, SinkScheduling::Batch);
+        for (name, want) in [
+            ("idle", SinkScheduling::Idle),
+            ("nice", SinkScheduling::Nice),
+            ("batch", SinkScheduling::Batch),
+        ] {
+            let text = GOOD.replace("[media]", &format!("[media]\nsink_scheduling = \"{name}\""));
+            let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+            assert_eq!(c.media.sink_scheduling, want);
+        }
+        let text = GOOD.replace("[media]", "[media]\nsink_scheduling = \"fifo\"");
+        assert!(Config::parse(&text, Path::new("t.toml")).is_err());
     }
 }

@@ -30,6 +30,58 @@ pub fn set_current_thread_nice(nice: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Puts the calling thread under `SCHED_IDLE` (Linux): it runs on what the core's other
+/// threads leave, and never preempts them when it wakes. Needs no privilege. Elsewhere an
+/// `Unsupported` error.
+///
+/// # Errors
+/// The OS refused (e.g. a seccomp policy forbids `sched_setscheduler`).
+pub fn set_current_thread_idle() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on the calling thread (pid 0); `param` lives for the call.
+        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SCHED_IDLE is Linux only",
+        ))
+    }
+}
+
+/// Puts the calling thread under `SCHED_BATCH` (Linux), keeping its nice value: a fair-share
+/// thread that does not preempt others when it wakes. Needs no privilege. Elsewhere an
+/// `Unsupported` error.
+///
+/// # Errors
+/// The OS refused (e.g. a seccomp policy forbids `sched_setscheduler`).
+pub fn set_current_thread_batch() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on the calling thread (pid 0); `param` lives for the call.
+        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SCHED_BATCH is Linux only",
+        ))
+    }
+}
+
 /// Puts the calling thread under `SCHED_FIFO` at `priority` (clamped to 1..=99). Linux only;
 /// elsewhere an `Unsupported` error.
 ///
@@ -104,6 +156,29 @@ mod tests {
                 assert_eq!(policy, libc::SCHED_OTHER, "unchanged when refused");
             }
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn batch_and_idle_need_no_privilege_and_keep_the_nice_value() {
+        let (batch, nice, idle) = std::thread::spawn(|| {
+            set_current_thread_nice(10).unwrap();
+            set_current_thread_batch().unwrap();
+            // SAFETY: plain query of the calling thread's policy.
+            let batch = unsafe { libc::sched_getscheduler(0) };
+            let nice = current_thread_nice().unwrap();
+            set_current_thread_idle().unwrap();
+            // SAFETY: as above.
+            let idle = unsafe { libc::sched_getscheduler(0) };
+            (batch, nice, idle)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(batch, libc::SCHED_BATCH);
+        assert_eq!(nice, 10);
+        assert_eq!(idle, libc::SCHED_IDLE);
+        // SAFETY: as above, on the test's own thread, which nothing changed.
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
     }
 
     #[test]
