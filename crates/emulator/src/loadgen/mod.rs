@@ -430,18 +430,17 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
     // step's stream count), so the step's ratio uses the machine's speed of that minute.
     let rate = args.bot_recording.decode_rate_hz();
     let bracket_secs = args.floor_secs.min(2.0);
-    let bracket_floor = |streams: usize| -> Option<floor::Floor> {
+    let bracket_floor = |streams: usize| -> Option<Result<floor::Floor, String>> {
         if bracket_secs <= 0.0 || bot_pid.is_none() {
             return None;
         }
-        floor::measure(
+        Some(floor::measure(
             &packets,
             bot_cpu,
             streams.max(1),
             Duration::from_secs_f64(bracket_secs),
             rate,
-        )
-        .ok()
+        ))
     };
     let mut steps: Vec<StepResult> = Vec::new();
     let mut knee: Option<Knee> = None;
@@ -452,10 +451,15 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         let mut step = run_step(&ctx, i, streams, &label, idle_rss_kib)
             .await
             .with_context(|| label.clone())?;
-        if let Some(b) = before.as_ref()
-            && let Some(a) = bracket_floor(streams)
-        {
-            step.floor_bracket = Some(report::FloorBracket::new(b, &a));
+        match (before, bracket_floor(streams)) {
+            (Some(Ok(b)), Some(Ok(a))) => {
+                step.floor_bracket = Some(report::FloorBracket::new(&b, &a));
+            }
+            (Some(Err(e)), _) | (_, Some(Err(e))) => {
+                // The step falls back to the sweep's floor; say why.
+                notes.push(format!("{label}: floor around the step failed: {e}"));
+            }
+            _ => {}
         }
         let broken = !step.broken.is_empty();
         if broken && knee.is_none() {
