@@ -46,7 +46,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::net::UdpSocket;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
 use super::packet::{self, DatagramKind, ToneTracker};
@@ -94,8 +95,11 @@ pub struct MediaServerConfig {
     /// media thread's start), the 10 ms tick falls on the same grid, and `on_tick` runs at most
     /// once per step. This is the bound on the latency the coalescing adds to a frame due
     /// between ticks, and caps handler wake-ups at `1 s / wake_grid` (+ the 10 ms tick)
-    /// however many calls have distinct deadlines. Default 1 ms; zero wakes at every requested
-    /// instant (one wake-up per distinct deadline: costly with many streams).
+    /// however many calls have distinct deadlines. While datagrams arrive densely the socket
+    /// is read on the same grid too, with `recvmmsg`, instead of on each datagram's readiness
+    /// (see [`ReadPacer`]): a datagram then waits at most one step in the socket. Default 1 ms;
+    /// zero wakes at every requested instant and on every datagram's readiness (one wake-up
+    /// per distinct deadline and per arrival burst: costly with many streams).
     pub wake_grid: Duration,
     /// Run the media thread under `SCHED_FIFO` at this priority (1-99): it then preempts
     /// every ordinary thread on its core the moment a deadline or a packet wakes it, which is
@@ -343,15 +347,8 @@ impl MediaServer {
                     }
                 };
                 rt.block_on(async move {
-                    let socket = match UdpSocket::from_std(std_socket) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!(error = %e, "media socket");
-                            return;
-                        }
-                    };
                     let mut core =
-                        ServerLoop::new(config, advertised, socket, handler, thread_stats);
+                        ServerLoop::new(config, advertised, std_socket, handler, thread_stats);
                     core.run(rx).await;
                 });
             })?;
@@ -698,7 +695,12 @@ impl Negotiator {
 struct ServerLoop {
     config: MediaServerConfig,
     advertised: SocketAddr,
-    socket: UdpSocket,
+    /// The socket's registration with the runtime's poller, present only while reads wait for
+    /// readiness ([`ReadPacer`]); dropped (deregistered) while reads follow the wake grid.
+    /// Declared before `socket` so it is deregistered before the socket closes.
+    readiness: Option<AsyncFd<RawSocket>>,
+    /// The media socket (non-blocking).
+    socket: std::net::UdpSocket,
     handler: Box<dyn MediaHandler>,
     stats: Arc<TransportStats>,
     sessions: HashMap<SessionId, Session>,
@@ -722,7 +724,93 @@ const TICK: Duration = Duration::from_millis(10);
 /// less: `net.core.rmem_max`, unless the process has `CAP_NET_ADMIN`).
 const RECEIVE_BUFFER: usize = 8 << 20;
 /// Most datagrams read per wake-up before commands and timers get their turn.
-const RECV_BATCH: usize = 64;
+const RECV_PER_WAKE: usize = 4 * super::rx::BATCH;
+/// How often an unregistered socket is read when there is no wake grid.
+const UNREGISTERED_POLL: Duration = Duration::from_millis(1);
+/// Consecutive empty grid-paced reads after which reads wait for readiness again.
+const IDLE_READS: u32 = 3;
+
+/// The media socket's descriptor for the runtime's poller; closing stays with the owner.
+#[derive(Debug, Clone, Copy)]
+struct RawSocket(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for RawSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
+
+/// Decides when the media thread reads its socket.
+///
+/// Waiting for readiness wakes the thread once per datagram when datagrams arrive spread
+/// out: with hundreds of streams that is thousands of wake-ups (each an `epoll_wait`
+/// return, a context switch and a pass of the loop) per second. So while traffic is dense,
+/// reads follow the wake grid instead ([`MediaServerConfig::wake_grid`], the grid the
+/// handler's play-out already runs on): the socket is taken off the poller and read with
+/// `recvmmsg` at each grid point, so wake-ups stay at most one per grid step however many
+/// streams there are. A datagram waits at most one step in the socket before it is read; its
+/// kernel receive stamp keeps that wait visible in the end-to-end latency. After
+/// [`IDLE_READS`] empty grid reads (traffic stopped), reads wait for readiness again, so an
+/// idle server does not wake on the grid. With a zero grid, reads always wait for readiness.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ReadPacer {
+    /// Reads follow the grid (the socket is off the poller).
+    paced: bool,
+    /// Empty grid reads in a row.
+    empty_reads: u32,
+    /// Next read, if one is scheduled.
+    read_at: Option<Instant>,
+}
+
+/// What the loop must do to the socket's registration after [`ReadPacer::after_read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    /// Leave it.
+    Keep,
+    /// Take the socket off the poller: reads follow the grid.
+    Deregister,
+    /// Put it back on the poller: reads wait for readiness.
+    Register,
+}
+
+impl ReadPacer {
+    /// Updates the plan after a read at `now` that returned `n` datagrams; `more`: the read
+    /// stopped at its cap with datagrams possibly still queued.
+    fn after_read(&mut self, n: usize, more: bool, now: Instant, grid: &WakeGrid) -> Registration {
+        let was = self.paced;
+        if grid.step.is_zero() {
+            // No grid: readiness only (a capped read continues at once).
+            self.read_at = more.then_some(now);
+            return Registration::Keep;
+        }
+        if n > 0 {
+            self.paced = true;
+            self.empty_reads = 0;
+            self.read_at = Some(if more { now } else { grid.next_after(now) });
+        } else if self.paced {
+            self.empty_reads += 1;
+            if self.empty_reads >= IDLE_READS {
+                self.paced = false;
+                self.empty_reads = 0;
+                self.read_at = None;
+            } else {
+                self.read_at = Some(grid.next_after(now));
+            }
+        } else {
+            self.read_at = None;
+        }
+        match (was, self.paced) {
+            (false, true) => Registration::Deregister,
+            (true, false) => Registration::Register,
+            _ => Registration::Keep,
+        }
+    }
+
+    /// Back to waiting for readiness (the registration failed, or was just restored).
+    fn unpace(&mut self) {
+        *self = Self::default();
+    }
+}
 const CERTIFICATE_RENEWAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Coalesces the handler's wake-ups on a fixed grid (see [`MediaServerConfig::wake_grid`]).
@@ -756,6 +844,17 @@ impl WakeGrid {
         // Saturates far beyond any real deadline (u64 nanoseconds is 584 years).
         let ns = steps.saturating_mul(self.step.as_nanos());
         self.epoch + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+
+    /// The first grid point strictly after `t` (`t` itself with a zero step).
+    fn next_after(&self, t: Instant) -> Instant {
+        if self.step.is_zero() {
+            return t;
+        }
+        if t < self.epoch {
+            return self.epoch;
+        }
+        self.at(self.split(t).0 + 1)
     }
 
     /// The first grid point at or after `t` (`t` itself with a zero step).
@@ -801,7 +900,7 @@ impl ServerLoop {
     fn new(
         config: MediaServerConfig,
         advertised: SocketAddr,
-        socket: UdpSocket,
+        socket: std::net::UdpSocket,
         handler: Box<dyn MediaHandler>,
         stats: Arc<TransportStats>,
     ) -> Self {
@@ -809,6 +908,7 @@ impl ServerLoop {
         Self {
             config,
             advertised,
+            readiness: None,
             socket,
             handler,
             stats,
@@ -822,7 +922,7 @@ impl ServerLoop {
     }
 
     async fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut buf = vec![0u8; 2048];
+        let mut batch = super::rx::RecvBatch::new();
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
         let kernel_stamps = super::rx::enable(&self.socket);
         if !kernel_stamps {
@@ -835,6 +935,11 @@ impl ServerLoop {
             tracing::debug!("no timerfd: wake-ups have tokio's 1 ms granularity");
         }
         let mut grid = WakeGrid::new(Instant::now(), self.config.wake_grid);
+        let mut pacer = ReadPacer::default();
+        if !self.register() {
+            // No poller for the socket: read it on the grid (or every millisecond) for good.
+            tracing::error!("media socket not registered with the poller: reading on a timer");
+        }
         let mut next_tick = grid.round_up(Instant::now() + TICK);
         let mut wake = grid.coalesce(self.handler.next_wakeup());
         loop {
@@ -845,21 +950,51 @@ impl ServerLoop {
             if let Some(t) = wake {
                 deadline = deadline.min(t);
             }
+            if self.readiness.is_none() && pacer.read_at.is_none() {
+                // Off the poller with no read planned (the registration failed): poll.
+                let now = Instant::now();
+                pacer.read_at = Some(if grid.step.is_zero() {
+                    now + UNREGISTERED_POLL
+                } else {
+                    grid.next_after(now)
+                });
+            }
+            if let Some(t) = pacer.read_at {
+                deadline = deadline.min(t);
+            }
             timer.arm(deadline);
+            let mut readable = false;
             tokio::select! {
                 cmd = rx.recv() => {
                     if !self.command(cmd) {
                         return;
                     }
                 }
-                r = self.socket.readable() => {
-                    if r.is_ok() {
-                        self.read_ready(&mut buf);
+                r = Self::readable(self.readiness.as_ref()) => {
+                    match r {
+                        Ok(()) => readable = true,
+                        Err(e) => {
+                            TransportStats::inc(&self.stats.recv_errors);
+                            tracing::warn!(error = %e, "media socket readiness; reading on the grid");
+                            self.readiness = None;
+                        }
                     }
                 }
                 () = timer.wait() => {}
             }
             let now = Instant::now();
+            if readable || pacer.read_at.is_some_and(|t| t <= now) {
+                let (n, more) = self.read_ready(&mut batch);
+                match pacer.after_read(n, more, now, &grid) {
+                    Registration::Keep => {}
+                    Registration::Deregister => self.readiness = None,
+                    Registration::Register => {
+                        if !self.register() {
+                            pacer.unpace();
+                        }
+                    }
+                }
+            }
             self.run_due(now);
             if now >= next_housekeeping {
                 self.housekeeping(now);
@@ -879,38 +1014,91 @@ impl ServerLoop {
         }
     }
 
-    /// Reads what the socket holds (a bounded batch, so commands and timers keep their turn).
-    fn read_ready(&mut self, buf: &mut [u8]) {
-        for _ in 0..RECV_BATCH {
-            match super::rx::recv(&self.socket, buf) {
-                Ok(m) => {
-                    if m.kernel_stamped {
-                        TransportStats::inc(&self.stats.kernel_timestamped);
-                    }
-                    if let Some(total) = m.dropped_total {
-                        self.stats
-                            .rx_queue_dropped
-                            .store(u64::from(total), Ordering::Relaxed);
-                    }
-                    let n = m.len.min(buf.len());
-                    // A datagram that filled the buffer may have been truncated: too big.
-                    if m.len >= buf.len() {
-                        TransportStats::inc(&self.stats.datagrams_in);
-                        TransportStats::inc(&self.stats.oversize_dropped);
-                        continue;
-                    }
-                    self.arrival = Some(m.arrival);
-                    self.handle_datagram(&buf[..n], m.from, Instant::now());
-                    self.arrival = None;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+    /// Registers the socket with the runtime's poller for readability; `false` if refused.
+    fn register(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        let raw = RawSocket(self.socket.as_raw_fd());
+        // SAFETY: the descriptor is `self.socket`'s, open for as long as `self` lives; the
+        // registration lives in `self.readiness`, which is declared before `self.socket` (so
+        // dropped first) and otherwise only replaced or cleared while the socket is open.
+        match unsafe { AsyncFd::register_with_interest(raw, Interest::READABLE) } {
+            Ok(fd) => {
+                self.readiness = Some(fd);
+                true
+            }
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                TransportStats::inc(&self.stats.recv_errors);
+                tracing::warn!(error = %e, "media socket registration");
+                self.readiness = None;
+                false
+            }
+        }
+    }
+
+    /// Resolves when the registered socket turns readable (never while unregistered). The
+    /// readiness is cleared first: the read that follows drains the socket, and a datagram
+    /// arriving after the clear sets it again.
+    async fn readable(fd: Option<&AsyncFd<RawSocket>>) -> std::io::Result<()> {
+        match fd {
+            Some(fd) => {
+                let mut guard = fd.readable().await?;
+                guard.clear_ready();
+                Ok(())
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Reads what the socket holds, a bounded number of datagrams so commands and timers keep
+    /// their turn. Returns how many were read and whether the bound stopped it.
+    fn read_ready(&mut self, batch: &mut super::rx::RecvBatch) -> (usize, bool) {
+        let mut total = 0;
+        while total < RECV_PER_WAKE {
+            let n = match super::rx::recv_many(&self.socket, batch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (total, false),
                 Err(e) => {
                     TransportStats::inc(&self.stats.recv_errors);
                     tracing::debug!(error = %e, "udp recv");
-                    return;
+                    return (total, false);
                 }
+            };
+            total += n;
+            for i in 0..n {
+                let Some((bytes, meta)) = batch.get(i) else {
+                    break;
+                };
+                let Some(m) = meta else {
+                    // A source address of an unknown family.
+                    TransportStats::inc(&self.stats.datagrams_in);
+                    TransportStats::inc(&self.stats.recv_errors);
+                    continue;
+                };
+                if m.kernel_stamped {
+                    TransportStats::inc(&self.stats.kernel_timestamped);
+                }
+                if let Some(total) = m.dropped_total {
+                    self.stats
+                        .rx_queue_dropped
+                        .store(u64::from(total), Ordering::Relaxed);
+                }
+                // A datagram that filled the buffer may have been truncated: too big.
+                if m.len >= super::rx::DATAGRAM_BUF {
+                    TransportStats::inc(&self.stats.datagrams_in);
+                    TransportStats::inc(&self.stats.oversize_dropped);
+                    continue;
+                }
+                self.arrival = Some(m.arrival);
+                self.handle_datagram(bytes, m.from, Instant::now());
+                self.arrival = None;
+            }
+            if n < super::rx::BATCH {
+                // The queue is drained.
+                return (total, false);
             }
         }
+        (total, true)
     }
 
     /// Runs one command; `false` when the loop must end.
@@ -1274,7 +1462,7 @@ impl ServerLoop {
     }
 
     fn send(&self, data: &[u8], to: SocketAddr) {
-        match self.socket.try_send_to(data, to) {
+        match self.socket.send_to(data, to) {
             Ok(_) => TransportStats::inc(&self.stats.datagrams_out),
             Err(e) => {
                 TransportStats::inc(&self.stats.send_errors);
@@ -1310,7 +1498,7 @@ impl ServerLoop {
                     continue;
                 }
             }
-            match self.socket.try_send_to(&out.message, to) {
+            match self.socket.send_to(&out.message, to) {
                 Ok(_) => TransportStats::inc(&self.stats.datagrams_out),
                 Err(_) => TransportStats::inc(&self.stats.send_errors),
             }
@@ -1487,5 +1675,66 @@ mod tests {
         g.ran(e + 5 * MS);
         assert_eq!(g.coalesce(Some(t)), Some(t));
         assert_eq!(g.round_up(e + MS + US), e + MS + US);
+    }
+
+    #[test]
+    fn next_after_is_strictly_later_and_on_the_grid() {
+        let e = Instant::now();
+        let g = WakeGrid::new(e, MS);
+        assert_eq!(g.next_after(e), e + MS);
+        assert_eq!(g.next_after(e + 3 * MS), e + 4 * MS);
+        assert_eq!(g.next_after(e + 3 * MS + 999 * US), e + 4 * MS);
+        let z = WakeGrid::new(e, Duration::ZERO);
+        assert_eq!(z.next_after(e + 5 * US), e + 5 * US);
+    }
+
+    #[test]
+    fn dense_traffic_moves_reads_onto_the_grid_and_silence_moves_them_back() {
+        let e = Instant::now();
+        let g = WakeGrid::new(e, MS);
+        let mut p = ReadPacer::default();
+        // Readiness fired and the read found datagrams: off the poller, next read on the grid.
+        let t = e + 2 * MS + 300 * US;
+        assert_eq!(p.after_read(3, false, t, &g), Registration::Deregister);
+        assert_eq!(p.read_at, Some(e + 3 * MS));
+        // Datagrams at each grid read: stays paced, one read per step.
+        assert_eq!(p.after_read(5, false, e + 3 * MS, &g), Registration::Keep);
+        assert_eq!(p.read_at, Some(e + 4 * MS));
+        // A read stopped at its cap continues at once.
+        assert_eq!(p.after_read(128, true, e + 4 * MS, &g), Registration::Keep);
+        assert_eq!(p.read_at, Some(e + 4 * MS));
+        // Empty reads: stays paced until IDLE_READS of them in a row ...
+        let mut now = e + 5 * MS;
+        for _ in 1..IDLE_READS {
+            assert_eq!(p.after_read(0, false, now, &g), Registration::Keep);
+            assert!(p.paced);
+            now += MS;
+        }
+        // ... a datagram in between resets the count ...
+        assert_eq!(p.after_read(1, false, now, &g), Registration::Keep);
+        for _ in 1..IDLE_READS {
+            now += MS;
+            assert_eq!(p.after_read(0, false, now, &g), Registration::Keep);
+        }
+        // ... and the last one puts the socket back on the poller with nothing scheduled.
+        now += MS;
+        assert_eq!(p.after_read(0, false, now, &g), Registration::Register);
+        assert_eq!(p.read_at, None);
+        assert!(!p.paced);
+        // Readiness that finds nothing (spurious) changes nothing.
+        assert_eq!(p.after_read(0, false, now, &g), Registration::Keep);
+        assert_eq!(p.read_at, None);
+    }
+
+    #[test]
+    fn without_a_grid_reads_always_wait_for_readiness() {
+        let e = Instant::now();
+        let g = WakeGrid::new(e, Duration::ZERO);
+        let mut p = ReadPacer::default();
+        assert_eq!(p.after_read(10, false, e, &g), Registration::Keep);
+        assert!(!p.paced);
+        assert_eq!(p.read_at, None);
+        assert_eq!(p.after_read(128, true, e + MS, &g), Registration::Keep);
+        assert_eq!(p.read_at, Some(e + MS));
     }
 }
