@@ -183,7 +183,10 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
     let (stats_tx, stats_rx) = tokio::sync::oneshot::channel();
     let call_cfg = mediabot_media::CallConfig::new(mediabot_media::CallTag(tag))
         .with_rate(rate)
-        .with_max_streams(cfg.media.max_streams_per_call);
+        .with_max_streams(cfg.media.max_streams_per_call)
+        // The media thread wakes on this grid: play out one step ahead so the rounding of
+        // wake-ups to the grid does not make frames late.
+        .with_release_lead(Duration::from_micros(cfg.media.wake_grid_us));
     let _ = shared.media_tx.try_send(MediaCommand::AddCall {
         call: media_key.clone(),
         config: Box::new(call_cfg),

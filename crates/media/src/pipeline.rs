@@ -23,6 +23,8 @@ pub const MAX_PCM_SAMPLES: usize = 5760;
 pub const MAX_SINKS: usize = 16;
 /// SSRCs seen once and waiting for a second packet before they get a stream.
 const PROBATION_SLOTS: usize = 16;
+/// Largest pre-roll accepted ([`CallConfig::release_lead`]): a few grid steps at most.
+const MAX_RELEASE_LEAD: Duration = Duration::from_millis(5);
 /// Size of the table of expected sequence numbers of sources on probation.
 const PROBATION_TABLE: usize = 4096;
 
@@ -133,6 +135,13 @@ pub struct CallConfig {
     pub max_silence_fill: Duration,
     /// A stream silent this long is closed (its slot freed; a later packet starts a new one).
     pub stream_idle_timeout: Duration,
+    /// Play-out runs this much ahead of each frame's deadline (pre-roll). A media thread that
+    /// coalesces its wake-ups on a grid (see the transport's `wake_grid`) sets it to the grid
+    /// step: a deadline inside a step is then served at the grid point before it instead of
+    /// the one after it, so the coalescing makes no frame late. The cost: each packet is held
+    /// in the jitter buffer up to this much less than the buffer's target (a packet arriving
+    /// in that last moment is late). Default zero (release exactly at the deadline).
+    pub release_lead: Duration,
     /// The real clock read when a frame is pushed into the sink rings, for the latency
     /// histograms ([`CallPipeline::latency`]); everything else runs on the `now` passed in.
     pub clock: MediaClock,
@@ -176,8 +185,15 @@ impl CallConfig {
             mixer: Some(MixerConfig::default()),
             max_silence_fill: Duration::from_secs(10),
             stream_idle_timeout: Duration::from_secs(30),
+            release_lead: Duration::ZERO,
             clock: MediaClock::default(),
         }
+    }
+
+    /// Sets the pre-roll ([`CallConfig::release_lead`]), capped at 5 ms.
+    pub fn with_release_lead(mut self, lead: Duration) -> Self {
+        self.release_lead = lead.min(MAX_RELEASE_LEAD);
+        self
     }
 
     /// Sets the clock read at each frame push for the latency histograms (default
@@ -395,12 +411,14 @@ impl CallPipeline {
     /// mixing. Returns when it next needs to run.
     pub fn poll(&mut self, now: Instant) -> Option<Instant> {
         let t = self.secs(now);
+        // Streams play out up to the pre-roll ahead; idleness and mixing run on `now`.
+        let release = t + self.lead_secs();
         let idle = self.cfg.stream_idle_timeout.as_secs_f64();
         let mut i = 0;
         while i < self.streams.len() {
             let (streams, mut emit) = self.split();
-            if streams[i].is_due(t) {
-                streams[i].poll(t, &mut emit);
+            if streams[i].is_due(release) {
+                streams[i].poll(release, &mut emit);
             }
             if t - streams[i].last_arrival > idle {
                 streams[i].finish(&mut emit);
@@ -457,10 +475,16 @@ impl CallPipeline {
         }
     }
 
+    fn lead_secs(&self) -> f64 {
+        self.cfg.release_lead.min(MAX_RELEASE_LEAD).as_secs_f64()
+    }
+
     fn next_timeout(&self) -> Option<Instant> {
         let mut next: Option<f64> = None;
+        let lead = self.lead_secs();
         for s in &self.streams {
             if let Some(d) = s.next_due() {
+                let d = d - lead;
                 next = Some(next.map_or(d, |n: f64| n.min(d)));
             }
         }

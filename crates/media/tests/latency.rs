@@ -43,6 +43,8 @@ static TICKED: VClock = VClock::new();
 static DEADLINE: VClock = VClock::new();
 static WORK: VClock = VClock::new();
 static LOSSY: VClock = VClock::new();
+static GRID: VClock = VClock::new();
+static PREROLL: VClock = VClock::new();
 
 fn packets(seconds: f64, seed: u64) -> Vec<Arrival> {
     let pcm = speech_like(48_000, seconds, seed);
@@ -107,6 +109,96 @@ fn run(
     }
     d.drain();
     (d.call.latency().snapshot(), d)
+}
+
+/// Like a media thread on a 1 ms wake grid: the pipeline's deadline (and each arrival's
+/// read) is served at the next grid point; `lead` is the call's pre-roll.
+fn run_on_grid(
+    clock: &'static VClock,
+    clock_fn: fn() -> Instant,
+    arrivals: &[Arrival],
+    end: f64,
+    lead: Duration,
+) -> (mediabot_media::CallLatencySnapshot, Driver) {
+    let step = Duration::from_millis(1);
+    let cfg = CallConfig::new(CallTag(1))
+        .with_clock(clock_fn)
+        .with_release_lead(lead);
+    let start = clock.base();
+    let call = mediabot_media::CallPipeline::new(cfg, start, std::time::SystemTime::UNIX_EPOCH);
+    let mut d = Driver::new(call, start);
+    d.add_sink(TrackSelect::AllParticipants);
+    let up = |t: Instant| {
+        let k = t
+            .saturating_duration_since(start)
+            .as_nanos()
+            .div_ceil(step.as_nanos());
+        start + step * k as u32
+    };
+    let mut due: Option<Instant> = Some(start);
+    let mut i = 0;
+    let mut t = start;
+    while t <= d.at(end) {
+        clock.set(t);
+        // Arrivals up to this grid point are read now, with their true arrival instants.
+        while let Some(a) = arrivals.get(i).filter(|a| d.at(a.at) <= t) {
+            let _ = d.call.ingest_rtp(d.at(a.at), &a.bytes);
+            i += 1;
+        }
+        if due.is_some_and(|x| x <= t) || i > 0 {
+            due = d.call.poll(t);
+        }
+        d.drain();
+        let next_arrival = arrivals.get(i).map(|a| up(d.at(a.at)));
+        let next_due = due.map(|x| up(x).max(t + step));
+        t = match (next_arrival, next_due) {
+            (Some(a), Some(b)) => a.min(b).max(t + step),
+            (a, b) => a.or(b).unwrap_or(t + step).max(t + step),
+        };
+    }
+    d.drain();
+    (d.call.latency().snapshot(), d)
+}
+
+#[test]
+fn a_pre_roll_of_one_grid_step_keeps_the_grid_out_of_processing_latency() {
+    let a = packets(4.0, 5);
+    let (late, d0) = run_on_grid(&GRID, || GRID.now(), &a, 4.5, Duration::ZERO);
+    let (early, d1) = run_on_grid(
+        &PREROLL,
+        || PREROLL.now(),
+        &a,
+        4.5,
+        Duration::from_millis(1),
+    );
+    assert!(late.processing.count > 150, "{}", late.processing.count);
+    // Without pre-roll a deadline inside a step waits for the next grid point: up to 1 ms.
+    assert!(
+        late.processing.quantile(0.5) > Duration::from_micros(100),
+        "{late:?}"
+    );
+    assert!(late.processing.max <= Duration::from_millis(1), "{late:?}");
+    // With one step of pre-roll a frame is pushed by its deadline (no work time here) unless
+    // its packet itself came within the last step: that one waits for the grid read.
+    assert!(
+        early.processing.quantile(0.99) <= Duration::from_micros(2),
+        "{early:?}"
+    );
+    assert!(
+        early.processing.max <= Duration::from_millis(1),
+        "{early:?}"
+    );
+    assert!(
+        early.processing.sum * 20 < late.processing.sum,
+        "{early:?} {late:?}"
+    );
+    // The same audio comes out: the pre-roll moves work earlier, it loses nothing.
+    assert_eq!(d0.tracks[0].frames.len(), d1.tracks[0].frames.len());
+    // Frames reach the sink earlier end to end (by up to the step).
+    assert!(
+        early.end_to_end.sum < late.end_to_end.sum,
+        "{early:?} {late:?}"
+    );
 }
 
 #[test]
