@@ -14,7 +14,8 @@
 //! roll over to a new segment before that (12 hours of 48 kHz mono).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Size of the canonical 44-byte PCM WAV header this writer produces.
@@ -85,13 +86,28 @@ impl WavWriter {
     pub fn write_samples(&mut self, samples: &[i16]) -> io::Result<()> {
         let bytes = samples.len() as u64 * 2;
         self.ensure_room(bytes)?;
-        let mut buf = [0u8; 512];
-        for chunk in samples.chunks(buf.len() / 2) {
-            for (dst, s) in buf.chunks_exact_mut(2).zip(chunk) {
-                dst.copy_from_slice(&s.to_le_bytes());
-            }
-            self.out.write_all(&buf[..chunk.len() * 2])?;
+        write_le(&mut self.out, samples)?;
+        self.data_bytes += bytes;
+        Ok(())
+    }
+
+    /// Appends samples already in the file's format: 16-bit little-endian PCM, interleaved (what
+    /// the transcription feed's audio messages carry), copied as they are.
+    ///
+    /// # Errors
+    /// As [`WavWriter::write_samples`]; `InvalidInput` also when `pcm` is not a whole number of
+    /// sample frames.
+    pub fn write_pcm_le(&mut self, pcm: &[u8]) -> io::Result<()> {
+        let frame = 2 * usize::from(self.channels);
+        if !pcm.len().is_multiple_of(frame) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "wav data must be whole 16-bit sample frames",
+            ));
         }
+        let bytes = pcm.len() as u64;
+        self.ensure_room(bytes)?;
+        self.out.write_all(pcm)?;
         self.data_bytes += bytes;
         Ok(())
     }
@@ -122,13 +138,10 @@ impl WavWriter {
     pub fn checkpoint(&mut self, sync: bool) -> io::Result<()> {
         self.out.flush()?;
         if self.data_bytes != self.checkpointed_bytes {
-            let file = self.out.get_mut();
-            let riff_size = (HEADER_LEN - 8 + self.data_bytes) as u32;
-            file.seek(SeekFrom::Start(4))?;
-            file.write_all(&riff_size.to_le_bytes())?;
-            file.seek(SeekFrom::Start(40))?;
-            file.write_all(&(self.data_bytes as u32).to_le_bytes())?;
-            file.seek(SeekFrom::End(0))?;
+            // The whole header in one positioned write (one syscall where seeking to each size
+            // field and back took five); the file offset, where appends go, does not move.
+            let h = header(self.sample_rate, self.channels, self.data_bytes as u32);
+            self.out.get_ref().write_all_at(&h, 0)?;
             self.checkpointed_bytes = self.data_bytes;
         }
         if sync {
@@ -155,6 +168,29 @@ impl WavWriter {
         }
         Ok(())
     }
+}
+
+/// Writes `samples` as 16-bit little-endian bytes.
+fn write_le(out: &mut impl Write, samples: &[i16]) -> io::Result<()> {
+    out.write_all(&le_bytes(samples))
+}
+
+/// `samples` as 16-bit little-endian bytes: on a little-endian machine their own memory, borrowed
+/// (no conversion, no copy), else a converted copy.
+#[cfg(target_endian = "little")]
+pub(crate) fn le_bytes(samples: &[i16]) -> std::borrow::Cow<'_, [u8]> {
+    // SAFETY: on a little-endian target the memory of an `i16` slice is exactly its 16-bit
+    // little-endian encoding; `u8` has no alignment requirement, `i16` has no padding, and the
+    // byte slice covers the same `2 * len` initialized bytes, borrowed for as long as `samples`.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(samples.as_ptr().cast::<u8>(), samples.len() * 2) };
+    std::borrow::Cow::Borrowed(bytes)
+}
+
+/// `samples` as 16-bit little-endian bytes (converted copy on a big-endian machine).
+#[cfg(not(target_endian = "little"))]
+pub(crate) fn le_bytes(samples: &[i16]) -> std::borrow::Cow<'_, [u8]> {
+    std::borrow::Cow::Owned(samples.iter().flat_map(|s| s.to_le_bytes()).collect())
 }
 
 /// The canonical 44-byte PCM header for `data_bytes` of 16-bit samples.
@@ -207,6 +243,47 @@ mod tests {
         let got: Vec<i16> = r.into_samples().map(|s| s.unwrap()).collect();
         assert_eq!(&got[..1600], &ramp[..]);
         assert!(got[1600..].iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn pcm_bytes_and_samples_write_the_same_file_and_checkpoints_rewrite_the_header() {
+        let samples: Vec<i16> = (0..5000)
+            .map(|i| (i * 7919 % 65_536 - 32_768) as i16)
+            .collect();
+        let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        assert_eq!(&*le_bytes(&samples), &bytes[..]);
+        let (pa, pb) = (tmp("d.wav"), tmp("e.wav"));
+        let mut a = WavWriter::create(&pa, 16_000, 1).unwrap();
+        let mut b = WavWriter::create(&pb, 16_000, 1).unwrap();
+        for (i, (cs, cb)) in samples.chunks(320).zip(bytes.chunks(640)).enumerate() {
+            a.write_samples(cs).unwrap();
+            b.write_pcm_le(cb).unwrap();
+            if i % 4 == 3 {
+                a.checkpoint(false).unwrap();
+                b.checkpoint(false).unwrap();
+                // A checkpoint leaves the file as a complete WAV of everything written so far.
+                let on_disk = std::fs::read(&pa).unwrap();
+                assert_eq!(on_disk.len() as u64, HEADER_LEN + a.data_bytes);
+                assert_eq!(on_disk[..44], header(16_000, 1, a.data_bytes as u32));
+            }
+        }
+        assert_eq!(a.finalize().unwrap(), 5000);
+        assert_eq!(b.finalize().unwrap(), 5000);
+        let fa = std::fs::read(&pa).unwrap();
+        assert_eq!(fa, std::fs::read(&pb).unwrap());
+        assert_eq!(fa[..44], header(16_000, 1, 10_000));
+        assert_eq!(&fa[44..], &bytes[..]);
+
+        let mut st = WavWriter::create(tmp("f.wav"), 16_000, 2).unwrap();
+        let err = st.write_pcm_le(&[0, 1]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::InvalidInput,
+            "half a stereo frame"
+        );
+        assert_eq!(st.samples_written(), 0);
+        st.write_pcm_le(&[0, 1, 2, 3]).unwrap();
+        assert_eq!(st.samples_written(), 1);
     }
 
     #[test]
