@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use super::transcription_ws::FeedHandle;
 use super::wav::WavWriter;
 
 /// Samples in one 20 ms frame at 16 kHz.
@@ -101,7 +102,18 @@ pub struct FeedState {
     pub dropped_frames: u64,
     /// Frames refused because the call already has `max_speakers` streams.
     pub refused_frames: u64,
+    /// Audio message buffers given back by the writer ([`FeedState::recycle`]) or freed by a
+    /// backlog overflow, reused by [`FeedState::handle_frame`]: in steady state a frame allocates
+    /// nothing (an allocation on the sink thread freed on the writer's cost both threads).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Most spare audio buffers a feed keeps: a writer's batch (the frames of one 20 ms poll, one per
+/// speaker, plus slack); about 42 KiB per call at 16 kHz.
+const MAX_SPARE_BUFFERS: usize = 64;
+
+/// Largest buffer kept for reuse (an audio message of 20 ms at 16 kHz is 652 bytes).
+const MAX_SPARE_CAPACITY: usize = 4096;
 
 impl FeedState {
     /// A feed for `call_id` keeping at most `backlog_secs` of audio while the consumer is away.
@@ -124,6 +136,7 @@ impl FeedState {
             dropped: Vec::new(),
             dropped_frames: 0,
             refused_frames: 0,
+            spare: Vec::new(),
         };
         let start = s.session_start(false);
         s.backlog.push_back(start);
@@ -237,7 +250,9 @@ impl FeedState {
             self.push_text(json!({"type": kind, "sourceId": source_id, "position": at}));
         }
 
-        let mut msg = Vec::with_capacity(AUDIO_HEADER_LEN + pcm.len() * 2);
+        let mut msg = self.spare.pop().unwrap_or_default();
+        msg.clear();
+        msg.reserve(AUDIO_HEADER_LEN + pcm.len() * 2);
         msg.extend_from_slice(&source_id.to_le_bytes());
         msg.extend_from_slice(&position.to_le_bytes());
         msg.extend_from_slice(&super::wav::le_bytes(pcm));
@@ -275,6 +290,23 @@ impl FeedState {
             self.backlog_audio -= 1;
         }
         Some(m)
+    }
+
+    /// Moves every message waiting into `out`, in [`FeedState::poll_message`] order: a writer
+    /// takes a whole batch under one lock.
+    pub fn take_messages(&mut self, out: &mut Vec<FeedMessage>) {
+        out.reserve(self.dropped.len() + self.backlog.len());
+        while let Some(m) = self.poll_message() {
+            out.push(m);
+        }
+    }
+
+    /// Gives a written audio message's buffer back for reuse by [`FeedState::handle_frame`]
+    /// (kept only up to a small bound; the rest is freed).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < MAX_SPARE_BUFFERS && buf.capacity() <= MAX_SPARE_CAPACITY {
+            self.spare.push(buf);
+        }
     }
 
     /// Puts a message that could not be sent back at the front (the connection failed mid-send).
@@ -331,6 +363,7 @@ impl FeedState {
                         None => self.dropped.push((id, pos, n)),
                     }
                 }
+                self.recycle(old);
             }
         }
         self.backlog_audio += 1;
@@ -435,6 +468,55 @@ impl FileFeed {
                 // The message's samples are already PCM16LE, the WAV's format: copied as they are.
                 w.write_pcm_le(&a[AUDIO_HEADER_LEN..])
             }
+        }
+    }
+
+    /// Writes a call's feed to files in `dir` until its `session.stop`, polling every `poll`:
+    /// the body of the `feed-file` thread. Each poll takes every waiting message under one lock,
+    /// writes them, and gives the audio buffers back to the feed ([`FeedState::recycle`]) under
+    /// one more, so the sink thread's next frames allocate nothing. Errors are logged: a feed that
+    /// cannot be written does not stop the call.
+    pub fn run(dir: &Path, feed: &FeedHandle, poll: std::time::Duration) {
+        let mut file = match Self::create(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "transcription file feed");
+                return;
+            }
+        };
+        let mut batch = Vec::new();
+        let mut written = Vec::new();
+        loop {
+            let mut stopped = false;
+            loop {
+                feed.update_quiet(|f| {
+                    for buf in written.drain(..) {
+                        f.recycle(buf);
+                    }
+                    f.take_messages(&mut batch);
+                });
+                if batch.is_empty() {
+                    break;
+                }
+                for m in batch.drain(..) {
+                    if let FeedMessage::Text(t) = &m {
+                        stopped |= t.contains("\"session.stop\"");
+                    }
+                    if let Err(e) = file.write(&m) {
+                        tracing::warn!(error = %e, "transcription file feed write");
+                    }
+                    if let FeedMessage::Audio(buf) = m {
+                        written.push(buf);
+                    }
+                }
+            }
+            if stopped {
+                if let Err(e) = file.finish() {
+                    tracing::warn!(error = %e, "transcription file feed close");
+                }
+                return;
+            }
+            std::thread::sleep(poll);
         }
     }
 
@@ -589,6 +671,77 @@ mod tests {
         }
         assert_eq!(rms_dbfs(&[0; 320]), f32::NEG_INFINITY);
         assert_eq!(rms_dbfs(&[]), f32::NEG_INFINITY);
+    }
+
+    /// The same feed, message for message: two speakers, speech, a gap, a stop.
+    fn scripted_feed() -> FeedState {
+        let mut f = FeedState::new("c", VadConfig::default(), 10, 8);
+        f.handle_speaker_info(5, &SpeakerInfo::default());
+        for i in 0..60u64 {
+            let pcm = if (5..30).contains(&i) {
+                tone(0.4)
+            } else {
+                vec![3; FRAME_SAMPLES]
+            };
+            if i != 20 {
+                f.handle_frame(5, i * 320, &pcm);
+            }
+            f.handle_frame(6, i * 320 + 960, &tone(0.1));
+        }
+        f.handle_stop("done");
+        f
+    }
+
+    #[test]
+    fn the_file_feed_driver_writes_what_message_by_message_writing_does_and_recycles_buffers() {
+        let base = std::env::temp_dir().join(format!("mediabot-feed-run-{}", std::process::id()));
+        let (a, b) = (base.join("a"), base.join("b"));
+        let mut f = scripted_feed();
+        let mut file = FileFeed::create(&a).unwrap();
+        for m in drain(&mut f) {
+            file.write(&m).unwrap();
+        }
+        file.finish().unwrap();
+
+        let feed = FeedHandle::new(scripted_feed());
+        FileFeed::run(&b, &feed, std::time::Duration::ZERO);
+        for name in ["transcript.jsonl", "speaker-5.16k.wav", "speaker-6.16k.wav"] {
+            let want = std::fs::read(a.join(name)).unwrap();
+            assert!(want.len() > 300, "{name} has content");
+            assert_eq!(std::fs::read(b.join(name)).unwrap(), want, "{name}");
+        }
+        // Every written audio buffer came back (up to the bound) and the next frame reuses one.
+        let (spare, ptr) = feed.update_quiet(|f| (f.spare.len(), f.spare.last().map(Vec::as_ptr)));
+        assert_eq!(spare, MAX_SPARE_BUFFERS);
+        let reused = feed.update_quiet(|f| {
+            f.handle_frame(5, 60 * 320, &tone(0.0));
+            match drain(f).pop() {
+                Some(FeedMessage::Audio(m)) => m.as_ptr(),
+                other => panic!("{other:?}"),
+            }
+        });
+        assert_eq!(Some(reused), ptr);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn recycled_buffers_are_bounded_and_overflowed_audio_is_reused() {
+        let mut f = FeedState::new("c", VadConfig::default(), 1, 8); // 50 frames
+        for _ in 0..MAX_SPARE_BUFFERS + 10 {
+            f.recycle(Vec::with_capacity(652));
+        }
+        f.recycle(Vec::with_capacity(MAX_SPARE_CAPACITY + 1));
+        assert_eq!(f.spare.len(), MAX_SPARE_BUFFERS);
+        f.spare.clear();
+        for i in 0..51u64 {
+            f.handle_frame(3, i * 320, &tone(0.0));
+        }
+        assert_eq!(f.dropped_frames, 1);
+        assert_eq!(
+            f.spare.len(),
+            1,
+            "the dropped message's buffer is kept for the next frame"
+        );
     }
 
     #[test]
