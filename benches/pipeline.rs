@@ -133,13 +133,23 @@ fn bench_pipeline(c: &mut Criterion) {
     group.finish();
 
     // Breakdown: the drift resampler alone on 20 ms of decoded audio, and the feed decimator.
+    // `drift_resampler` alternates +-100 ppm every 20 ms (ramps cross a ratio of 1);
+    // `drift_resampler_50ppm` holds a typical small correction (whole-sample mode) and
+    // `drift_resampler_0.3pct` a large one (cubic interpolation).
     let mut group = c.benchmark_group("parts_20ms");
     group.throughput(Throughput::Elements(1));
-    for rate in [SampleRate::HZ_16000, SampleRate::HZ_48000] {
-        group.bench_with_input(
-            BenchmarkId::new("drift_resampler", rate.hz()),
-            &rate,
-            |b, rate| {
+    // (name, correction for the k-th 20 ms)
+    type Case = (&'static str, fn(u64) -> f64);
+    let cases: [Case; 3] = [
+        ("drift_resampler", |k| {
+            if k.is_multiple_of(2) { 1e-4 } else { -1e-4 }
+        }),
+        ("drift_resampler_50ppm", |_| 5e-5),
+        ("drift_resampler_0.3pct", |_| 3e-3),
+    ];
+    for (name, correction) in cases {
+        for rate in [SampleRate::HZ_16000, SampleRate::HZ_48000] {
+            group.bench_with_input(BenchmarkId::new(name, rate.hz()), &rate, |b, rate| {
                 let mut r =
                     mediabot_media::resample::DriftResampler::new(*rate, *rate).expect("rs");
                 let input: Vec<f32> = (0..rate.samples_in_ms(20))
@@ -148,7 +158,7 @@ fn bench_pipeline(c: &mut Criterion) {
                 let mut k = 0u64;
                 b.iter(|| {
                     k += 1;
-                    r.set_correction(if k.is_multiple_of(2) { 1e-4 } else { -1e-4 });
+                    r.set_correction(correction(k));
                     let mut rest = &input[..];
                     let mut n = 0;
                     while !rest.is_empty() {
@@ -160,8 +170,8 @@ fn bench_pipeline(c: &mut Criterion) {
                     }
                     black_box(n)
                 });
-            },
-        );
+            });
+        }
     }
     // The sink thread's per-frame filter for the transcription feed (48 -> 16 kHz).
     group.bench_function("feed_decimator_48k_to_16k", |b| {

@@ -11,6 +11,33 @@
 //!   it with the ratio ramped linearly over each chunk. We measured rubato's polynomial
 //!   resampler at 23 ns/sample here (per-sample dynamic dispatch through its adapters), which
 //!   alone cost more than the 1.25x budget over libopus; this one is a tight loop.
+//!
+//! ## Whole-sample mode (same rate, small corrections)
+//!
+//! The stream's controller sets a correction after every chunk, and for a sender within
+//! ~100 ppm of our clock (loopback, most real senders) it is tiny but not zero, so the cubic
+//! interpolator would still run on every sample of every stream: ~5 % of the bot's CPU at 160
+//! streams, plus its copies. So while the step stays within [`WHOLE_SAMPLE_MAX`] (300 ppm) of
+//! 1 (both where the chunk starts and where its ramp ends), output `n` is the input sample
+//! nearest to its position, `round(t_n)`, with the same positions and the same output count
+//! as the cubic path: contiguous copies, one input sample repeated (positive correction) or
+//! skipped (negative) wherever `round(t_n) - n` changes. The position moves by at most 0.144
+//! sample per 10 ms chunk at 48 kHz (0.048 at 16 kHz) against the plain delay line, so a
+//! chunk holds at most one slip (two, repeat and skip, when its ramp crosses a ratio of 1),
+//! and at 300 ppm a slip comes at most once per 3,333 samples (~70 ms at 48 kHz). A slip is
+//! a 21 us (48 kHz) or 63 us (16 kHz) timing step, between slips the signal is exact (no
+//! interpolation smoothing at all), and the time error against the ideal position is at most
+//! half a sample; for speech to a recognizer or a recording we judge that negligible (not
+//! verified by listening tests) next to the interpolation's cost. It saves the
+//! interpolation, and when no slip falls in a chunk, the output copy too: `process`
+//! then returns the run straight from the FIFO. Beyond the threshold (a sender far off, or
+//! the controller catching up after a jump) the cubic path runs exactly as before; the mode
+//! is chosen per chunk from the same `t`/`step` bookkeeping, so switching neither loses nor
+//! duplicates output, at the cost of a sub-sample position step at the switch.
+//!
+//! The FIFO is compacted lazily: `process` advances a read offset and `push` moves the few
+//! unread samples to the front only when the new input does not fit behind them (with the
+//! usual 20 ms pushes, that moves the 3 history samples instead of a whole chunk).
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{
@@ -79,12 +106,17 @@ impl DriftResampler {
     }
 
     /// Resamples one chunk if the FIFO holds one; returns the output samples.
+    ///
+    /// At equal rates with a correction within [`WHOLE_SAMPLE_MAX`], the output is whole input
+    /// samples (one repeated or skipped where the drift adds up to a sample; see the module
+    /// docs), often a slice of the FIFO itself; beyond it, cubic interpolation.
     pub fn process(&mut self) -> Option<&[f32]> {
         each!(self, r => r.process())
     }
 
     /// Sets the drift correction: the ratio becomes `nominal * (1 + correction)`, ramped over
-    /// the next chunk. Clamped to +-0.9 %.
+    /// the next chunk. Clamped to +-0.9 %. At equal rates, corrections within
+    /// [`WHOLE_SAMPLE_MAX`] are applied by repeating or skipping whole samples.
     pub fn set_correction(&mut self, correction: f64) {
         each!(self, r => r.set_correction(correction))
     }
@@ -117,7 +149,7 @@ impl DriftResampler {
     pub fn pending(&self) -> usize {
         match &self.engine {
             Engine::Sinc(r) => r.fifo_len,
-            Engine::Cubic(r) => r.fifo_len - HISTORY,
+            Engine::Cubic(r) => r.pending(),
         }
     }
 
@@ -137,6 +169,11 @@ impl DriftResampler {
 
 /// Samples of history the cubic interpolator keeps in front of each chunk.
 const HISTORY: usize = 3;
+
+/// Largest deviation of the same-rate step (input samples per output sample) from 1 at which
+/// [`DriftResampler`] copies whole samples instead of interpolating (300 ppm, see the module
+/// docs): the position then moves by at most 0.144 sample per 10 ms chunk at 48 kHz.
+pub const WHOLE_SAMPLE_MAX: f64 = 3e-4;
 
 /// Outputs the cubic interpolator computes per block (two SSE vectors).
 const LANES: usize = 8;
@@ -241,11 +278,14 @@ fn catmull_rom(x0: f32, x1: f32, x2: f32, x3: f32, frac: f32) -> f32 {
     ((c3 * frac + c2) * frac + c1) * frac + x1
 }
 
-/// Same-rate drift correction by Catmull-Rom interpolation at a position that advances by
-/// `step = 1 / (1 + correction)` input samples per output sample.
+/// Same-rate drift correction at a position that advances by `step = 1 / (1 + correction)`
+/// input samples per output sample: Catmull-Rom interpolation, or the nearest whole sample
+/// while the step is within [`WHOLE_SAMPLE_MAX`] of 1.
 struct CubicDrift {
     chunk: usize,
     fifo: Box<[f32]>,
+    /// Unread samples are `fifo[start..fifo_len]`; the chunk being read starts at `start`.
+    start: usize,
     fifo_len: usize,
     out: Box<[f32]>,
     t: f64,
@@ -262,11 +302,34 @@ impl std::fmt::Debug for CubicDrift {
     }
 }
 
+/// Where a chunk's output was put.
+enum Placed {
+    /// In `CubicDrift::out`, from its start.
+    Out,
+    /// In the FIFO, one run from this offset within the chunk's window (no copy).
+    Fifo(usize),
+}
+
+/// The smallest `n` in `lo..hi` for which `pred` holds, or `hi`; `pred` must be false then
+/// true over the range.
+fn first_true(mut lo: usize, mut hi: usize, pred: impl Fn(usize) -> bool) -> usize {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
 impl CubicDrift {
     fn new(chunk: usize) -> Self {
         CubicDrift {
             chunk,
             fifo: vec![0.0; HISTORY + 2 * chunk].into_boxed_slice(),
+            start: 0,
             fifo_len: HISTORY,
             out: vec![0.0; chunk + chunk / 50 + 8].into_boxed_slice(),
             t: 1.0,
@@ -276,7 +339,22 @@ impl CubicDrift {
         }
     }
 
+    /// Unread input samples, not counting the history.
+    fn pending(&self) -> usize {
+        self.fifo_len - self.start - HISTORY
+    }
+
+    /// Moves the unread samples to the front if `n` more do not fit behind them.
+    fn make_room(&mut self, n: usize) {
+        if self.start > 0 && self.fifo.len() - self.fifo_len < n {
+            self.fifo.copy_within(self.start..self.fifo_len, 0);
+            self.fifo_len -= self.start;
+            self.start = 0;
+        }
+    }
+
     fn push(&mut self, input: &[f32]) -> usize {
+        self.make_room(input.len());
         let n = input.len().min(self.fifo.len() - self.fifo_len);
         self.fifo[self.fifo_len..self.fifo_len + n].copy_from_slice(&input[..n]);
         self.fifo_len += n;
@@ -284,6 +362,7 @@ impl CubicDrift {
     }
 
     fn push_zeros(&mut self, n: usize) -> usize {
+        self.make_room(n);
         let n = n.min(self.fifo.len() - self.fifo_len);
         self.fifo[self.fifo_len..self.fifo_len + n].fill(0.0);
         self.fifo_len += n;
@@ -291,32 +370,118 @@ impl CubicDrift {
     }
 
     /// Output `n` of a chunk sits at input position `t_n = t0 + n * step + dstep * n (n - 1) / 2`
-    /// (the step ramps linearly from `step` to `target_step`). Written as
-    /// `t_n = i0 + n + r_n` with `i0 = floor(t0)`, the remainder `r_n` stays within a few samples
-    /// (the correction is at most 0.9 %), so it is computed in `f32` in closed form, lane by lane,
-    /// with no loop-carried dependency: blocks of [`LANES`] outputs whose remainders share one
-    /// integer part (nearly all of them) are four shifted slices and a polynomial, which the
-    /// compiler vectorises. The few blocks where the integer part changes take the scalar path.
+    /// (the step ramps linearly from `step` to `target_step`), for every `n` with
+    /// `floor(t_n) < HISTORY + chunk - 2`; the next chunk starts at that first `t_n` less
+    /// `chunk`. The value is the input at `t_n`: cubic interpolation ([`CubicDrift::cubic`]),
+    /// or, when both `step` and `target_step` are within [`WHOLE_SAMPLE_MAX`] of 1, the sample
+    /// at `round(t_n)` ([`CubicDrift::nearest`]).
     fn process(&mut self) -> Option<&[f32]> {
         let len = HISTORY + self.chunk;
-        if self.fifo_len < len {
+        if self.fifo_len - self.start < len {
             return None;
         }
-        let e = &self.fifo[..len];
+        let base = self.start;
+        let e = &self.fifo[base..base + len];
         // Ramp the step linearly over this chunk's outputs.
         let expected = (self.chunk as f64 / self.step).max(1.0);
         let dstep = (self.target_step - self.step) / expected;
+        let whole = (self.step - 1.0).abs() <= WHOLE_SAMPLE_MAX
+            && (self.target_step - 1.0).abs() <= WHOLE_SAMPLE_MAX;
+        let (n, placed) = if whole {
+            Self::nearest(e, &mut self.out, self.t, self.step, dstep)
+        } else {
+            (
+                Self::cubic(e, &mut self.out, self.t, self.step, dstep),
+                Placed::Out,
+            )
+        };
+        let nf = n as f64;
+        let t = self.t + nf * self.step + dstep * nf * (nf - 1.0) / 2.0;
+        self.step = self.target_step;
+        self.t = t - self.chunk as f64;
+        // The chunk's samples stay where they are until a push needs the room.
+        self.start += self.chunk;
+        Some(match placed {
+            Placed::Out => &self.out[..n],
+            Placed::Fifo(s) => &self.fifo[base + s..base + s + n],
+        })
+    }
+
+    /// Whole-sample rendering of one chunk window `e`: output `n` is `e[floor(t_n + 0.5)]`,
+    /// with `t_n` in `f64` exactly as [`CubicDrift::process`] advances `t`. `t_n` increases
+    /// with `n` (each step is within 300 ppm of 1), so the output count is a binary search;
+    /// `round(t_n) - n` is monotone except where the ramp crosses a step of exactly 1, so
+    /// each of the (at most two) monotone pieces is a few runs whose ends are binary searches
+    /// too, each run one `copy_from_slice`. When the whole chunk is one run it is left in the
+    /// FIFO. Returns the output count and where the outputs are.
+    fn nearest(e: &[f32], out: &mut [f32], t: f64, step: f64, dstep: f64) -> (usize, Placed) {
+        let pos = |n: usize| {
+            let nf = n as f64;
+            t + nf * step + dstep * nf * (nf - 1.0) / 2.0
+        };
+        let limit = (e.len() - 2) as f64;
+        // `floor(t_n) < limit` exactly when `t_n < limit` (an integer).
+        let count = first_true(0, out.len(), |n| pos(n) >= limit);
+        if count == 0 {
+            return (0, Placed::Out);
+        }
+        // Offset of output n's source from n.
+        let offset = |n: usize| (pos(n) + 0.5).floor() as isize - n as isize;
+        // `t_{n+1} - t_n - 1 = step - 1 + dstep n` changes sign at most once, at `turn`.
+        let turn = (1.0 - step) / dstep;
+        let split = if dstep != 0.0 && turn > 0.0 && turn < count as f64 {
+            turn.ceil() as usize
+        } else {
+            count
+        };
+        let first = offset(0);
+        if split == count
+            && offset(count - 1) == first
+            && let Some(s) = usize::try_from(first).ok().filter(|s| s + count <= e.len())
+        {
+            return (count, Placed::Fifo(s));
+        }
+        for (lo, hi) in [(0, split), (split, count)] {
+            let mut lo = lo;
+            while lo < hi {
+                let d = offset(lo);
+                let end = first_true(lo + 1, hi, |k| offset(k) != d);
+                // Positions stay within [1, len - 2] (see `process`); a window that does not
+                // contain the source would be a bookkeeping bug: stop there, counted as is.
+                let src = usize::try_from(lo as isize + d)
+                    .ok()
+                    .and_then(|s| e.get(s..s + (end - lo)));
+                let Some(src) = src else {
+                    return (lo, Placed::Out);
+                };
+                out[lo..end].copy_from_slice(src);
+                lo = end;
+            }
+        }
+        (count, Placed::Out)
+    }
+
+    /// Catmull-Rom rendering of one chunk window `e` into `out`; returns the output count.
+    ///
+    /// Written as `t_n = i0 + n + r_n` with `i0 = floor(t0)`, the remainder `r_n` stays within
+    /// a few samples (the correction is at most 0.9 %), so it is computed in `f32` in closed
+    /// form, lane by lane, with no loop-carried dependency: blocks of [`LANES`] outputs whose
+    /// remainders share one integer part (nearly all of them) are four shifted slices and a
+    /// polynomial, which the compiler vectorises. The few blocks where the integer part
+    /// changes take the scalar path.
+    fn cubic(e: &[f32], out: &mut [f32], t: f64, step: f64, dstep: f64) -> usize {
+        let len = e.len();
         let limit = len - 2;
-        let i0 = self.t as usize;
-        let frac0 = (self.t - i0 as f64) as f32;
-        let a = (self.step - 1.0) as f32;
+        let i0 = t as usize;
+        let frac0 = (t - i0 as f64) as f32;
+        let a = (step - 1.0) as f32;
         let b = (dstep / 2.0) as f32;
         // Same operations in the same order as the kernel, so both see the same values.
         let remainder = |n: usize| {
             let nf = n as f32;
             frac0 + nf * (a + (nf - 1.0) * b)
         };
-        let cap = self.out.len();
+        let cap = out.len();
         // r_{n+1} - r_n = a + 2 b n keeps one sign over the chunk unless the ramp crosses a
         // ratio of exactly 1: then a block's two ends bound all of it.
         let monotone = a * (a + 2.0 * b * cap as f32) >= 0.0;
@@ -341,7 +506,7 @@ impl CubicDrift {
                         b,
                         j: j as f32,
                     };
-                    interpolate_block(window, &curve, &mut self.out[n..n + LANES]);
+                    interpolate_block(window, &curve, &mut out[n..n + LANES]);
                     n += LANES;
                     continue;
                 }
@@ -361,17 +526,11 @@ impl CubicDrift {
                 let Some(w) = usize::try_from(i - 1).ok().and_then(|s| e.get(s..s + 4)) else {
                     break 'outer;
                 };
-                self.out[n] = catmull_rom(w[0], w[1], w[2], w[3], r - j);
+                out[n] = catmull_rom(w[0], w[1], w[2], w[3], r - j);
                 n += 1;
             }
         }
-        let nf = n as f64;
-        let t = self.t + nf * self.step + dstep * nf * (nf - 1.0) / 2.0;
-        self.step = self.target_step;
-        self.t = t - self.chunk as f64;
-        self.fifo.copy_within(self.chunk..self.fifo_len, 0);
-        self.fifo_len -= self.chunk;
-        Some(&self.out[..n])
+        n
     }
 
     fn set_correction(&mut self, correction: f64) {
@@ -382,6 +541,7 @@ impl CubicDrift {
 
     fn reset(&mut self) {
         self.fifo[..HISTORY].fill(0.0);
+        self.start = 0;
         self.fifo_len = HISTORY;
         self.t = 1.0;
         self.step = 1.0;
@@ -512,8 +672,10 @@ mod tests {
         out
     }
 
-    /// The definition the vectorised interpolator must follow: output `n` of a chunk at input
-    /// position `t0 + n * step + dstep * n (n - 1) / 2`, in `f64`, one output at a time.
+    /// The definition the same-rate engine must follow: output `n` of a chunk at input
+    /// position `t0 + n * step + dstep * n (n - 1) / 2`, in `f64`, one output at a time, from
+    /// an unbounded FIFO: the nearest sample while both ends of the step ramp are within
+    /// [`WHOLE_SAMPLE_MAX`] of 1, else Catmull-Rom.
     struct Reference {
         chunk: usize,
         fifo: Vec<f32>,
@@ -533,11 +695,21 @@ mod tests {
             }
         }
 
+        fn set_correction(&mut self, c: f64) {
+            self.target_step = 1.0 / (1.0 + c.clamp(-0.009, 0.009));
+        }
+
+        fn whole(&self) -> bool {
+            (self.step - 1.0).abs() <= WHOLE_SAMPLE_MAX
+                && (self.target_step - 1.0).abs() <= WHOLE_SAMPLE_MAX
+        }
+
         fn process(&mut self, out: &mut Vec<f32>) -> bool {
             let len = HISTORY + self.chunk;
             if self.fifo.len() < len {
                 return false;
             }
+            let whole = self.whole();
             let expected = (self.chunk as f64 / self.step).max(1.0);
             let dstep = (self.target_step - self.step) / expected;
             let mut n = 0usize;
@@ -549,8 +721,12 @@ mod tests {
                     self.t = t - self.chunk as f64;
                     break;
                 }
-                let f = &self.fifo[i - 1..i + 3];
-                out.push(catmull_rom(f[0], f[1], f[2], f[3], (t - i as f64) as f32));
+                if whole {
+                    out.push(self.fifo[(t + 0.5).floor() as usize]);
+                } else {
+                    let f = &self.fifo[i - 1..i + 3];
+                    out.push(catmull_rom(f[0], f[1], f[2], f[3], (t - i as f64) as f32));
+                }
                 n += 1;
             }
             self.step = self.target_step;
@@ -559,29 +735,36 @@ mod tests {
         }
     }
 
+    fn signal(x: usize) -> f32 {
+        let x = x as f32;
+        (x * 0.7).sin() * 0.4 + (x * 0.013).sin() * 0.3 + (x * x * 1e-7).sin() * 0.2
+    }
+
     #[test]
     fn vectorised_interpolator_follows_the_definition() {
         // A chirp-like signal and a correction that changes every chunk, across the full
-        // range and through zero, so blocks cross integer positions both ways.
+        // range and through zero, so blocks cross integer positions both ways. Corrections
+        // are kept beyond the whole-sample threshold, so every chunk interpolates.
         let chunk = 480;
         let mut fast = CubicDrift::new(chunk);
         let mut slow = Reference::new(chunk);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         let mut seed = 0x2545_f491_u32;
+        let mut interpolated = 0;
         for c in 0..400 {
-            let input: Vec<f32> = (0..chunk)
-                .map(|k| {
-                    let x = (c * chunk + k) as f32;
-                    (x * 0.7).sin() * 0.4 + (x * 0.013).sin() * 0.3 + (x * x * 1e-7).sin() * 0.2
-                })
-                .collect();
+            let input: Vec<f32> = (0..chunk).map(|k| signal(c * chunk + k)).collect();
             seed ^= seed << 13;
             seed ^= seed >> 17;
             seed ^= seed << 5;
             let corr = (f64::from(seed % 2001) - 1000.0) / 1000.0 * 0.009;
-            let corr = if c % 7 == 0 { 0.0 } else { corr };
+            let corr = if corr.abs() < 0.001 {
+                0.001_f64.copysign(corr)
+            } else {
+                corr
+            };
             fast.set_correction(corr);
-            slow.target_step = 1.0 / (1.0 + corr.clamp(-0.009, 0.009));
+            slow.set_correction(corr);
+            interpolated += usize::from(!slow.whole());
             assert_eq!(fast.push(&input), chunk);
             slow.fifo.extend_from_slice(&input);
             let got = fast.process().unwrap().to_vec();
@@ -591,6 +774,7 @@ mod tests {
             a.extend_from_slice(&got);
             assert!(fast.process().is_none());
         }
+        assert_eq!(interpolated, 400, "every chunk took the cubic path");
         let worst = a
             .iter()
             .zip(&b)
@@ -602,18 +786,155 @@ mod tests {
     }
 
     #[test]
+    fn small_corrections_copy_whole_samples() {
+        for (chunk, c) in [(480, 5e-5), (480, -5e-5), (480, 2.9e-4), (160, -2.9e-4)] {
+            let chunks = 2000;
+            let mut r = CubicDrift::new(chunk);
+            // Input sample k is k + 1 (exact in f32): every output names its source.
+            let input: Vec<f32> = (0..chunks * chunk).map(|k| (k + 1) as f32).collect();
+            let mut out: Vec<f32> = Vec::new();
+            let mut slips = 0;
+            for piece in input.chunks(chunk) {
+                r.set_correction(c);
+                assert_eq!(r.push(piece), chunk);
+                let o = r.process().unwrap();
+                let mut in_chunk = 0;
+                for &v in o {
+                    assert_eq!(v.fract(), 0.0, "{v} is an input sample");
+                    if let Some(&prev) = out.last() {
+                        let d = v - prev;
+                        if prev > 0.0 && d != 1.0 {
+                            // A repeat for a positive correction, a skip for a negative one.
+                            assert_eq!(d, if c > 0.0 { 0.0 } else { 2.0 }, "c {c}");
+                            in_chunk += 1;
+                        }
+                    }
+                    out.push(v);
+                }
+                assert!(in_chunk <= 1, "{in_chunk} slips in one chunk (c {c})");
+                slips += in_chunk;
+                assert!(r.process().is_none());
+            }
+            // Output = input x (1 + c), and one slip per 1/|c| samples.
+            let n = (chunks * chunk) as f64;
+            let expected = n * (1.0 + c);
+            assert!(
+                (out.len() as f64 - expected).abs() <= 2.0,
+                "{} vs {expected}",
+                out.len()
+            );
+            assert!(
+                (slips as f64 - n * c.abs()).abs() <= 2.0,
+                "{slips} slips (c {c})"
+            );
+            // Outputs are the input in order, delayed by the history: the two zeros first.
+            assert_eq!(&out[..3], &[0.0, 0.0, 1.0]);
+        }
+    }
+
+    #[test]
+    fn mode_switches_follow_the_definition() {
+        // Corrections that hop in and out of whole-sample mode (also with ramps crossing a
+        // ratio of 1 both within and beyond the threshold), pushed in irregular pieces so the
+        // lazily compacted FIFO wraps at every phase; compared with the unbounded reference.
+        let chunk = 480;
+        let pattern = [
+            5e-5, -2e-4, 1e-4, 3e-3, -4e-3, 2.5e-4, 0.0, -6e-4, 1e-5, -1e-5,
+        ];
+        let sizes = [7, 333, 480, 1000, 1, 250, 960, 479];
+        let mut fast = CubicDrift::new(chunk);
+        let mut slow = Reference::new(chunk);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut chunks, mut whole, mut fed) = (0, 0, 0);
+        for (p, &size) in sizes.iter().cycle().take(400).enumerate() {
+            let input: Vec<f32> = (fed..fed + size).map(signal).collect();
+            fed += size;
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let k = fast.push(rest);
+                assert!(k > 0 || fast.pending() >= chunk, "piece {p}: push stalled");
+                slow.fifo.extend_from_slice(&rest[..k]);
+                rest = &rest[k..];
+                loop {
+                    let c = pattern[chunks % pattern.len()];
+                    fast.set_correction(c);
+                    slow.set_correction(c);
+                    let mode = slow.whole();
+                    let Some(o) = fast.process() else {
+                        assert!(!slow.process(&mut b));
+                        break;
+                    };
+                    a.extend_from_slice(o);
+                    assert!(slow.process(&mut b));
+                    assert_eq!(a.len(), b.len(), "chunk {chunks}: output count");
+                    whole += usize::from(mode);
+                    chunks += 1;
+                }
+                assert_eq!(fast.pending(), slow.fifo.len() - HISTORY);
+            }
+        }
+        assert!(
+            whole > chunks / 5 && whole < chunks * 4 / 5,
+            "{whole} of {chunks}"
+        );
+        for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() < 1e-4, "output {k}: {x} vs {y}");
+        }
+        // The count follows the corrections' integral.
+        let mean: f64 = pattern.iter().sum::<f64>() / pattern.len() as f64;
+        let expected = (chunks * chunk) as f64 * (1.0 + mean);
+        assert!(
+            (a.len() as f64 - expected).abs() < 10.0,
+            "{} vs {expected}",
+            a.len()
+        );
+    }
+
+    #[test]
+    fn ramp_through_a_ratio_of_one_slips_both_ways() {
+        // A whole-sample chunk whose step ramps across 1 moves its position forward then back
+        // (or back then forward); started near a half sample, it skips and then repeats (or
+        // the reverse) within the chunk: both slips land where the definition puts them.
+        let chunk = 480;
+        let input: Vec<f32> = (0..chunk).map(|k| (k + 1) as f32).collect();
+        let mut both = 0;
+        for (step, target) in [(1.0 + 2.9e-4, 1.0 - 2.9e-4), (1.0 - 2.9e-4, 1.0 + 2.9e-4)] {
+            for k in 0..200 {
+                let t = 1.4 + f64::from(k) * 0.001;
+                let mut fast = CubicDrift::new(chunk);
+                let mut slow = Reference::new(chunk);
+                (fast.t, fast.step, fast.target_step) = (t, step, target);
+                (slow.t, slow.step, slow.target_step) = (t, step, target);
+                assert!(slow.whole());
+                fast.push(&input);
+                slow.fifo.extend_from_slice(&input);
+                let got = fast.process().unwrap().to_vec();
+                let mut want = Vec::new();
+                assert!(slow.process(&mut want));
+                assert_eq!(got, want, "t0 {t}, step {step}");
+                let jumps: Vec<f32> = got.windows(2).map(|w| w[1] - w[0]).collect();
+                both += usize::from(jumps.contains(&0.0) && jumps.contains(&2.0));
+            }
+        }
+        assert!(both > 10, "{both} chunks slipped both ways");
+    }
+
+    #[test]
     fn zero_correction_is_a_delay_line() {
         let mut r = CubicDrift::new(160);
         let input: Vec<f32> = (0..1600).map(|i| (i as f32 * 0.1).sin()).collect();
         let mut out = Vec::new();
         for c in input.chunks(160) {
+            r.set_correction(0.0);
             r.push(c);
             out.extend_from_slice(r.process().unwrap());
         }
         assert_eq!(out.len(), 1600);
-        // Position t = 1 of the FIFO is input sample HISTORY - 1 - ... : a fixed delay of two.
+        // Position t = 1 of the FIFO is two samples before the first input: a fixed delay of
+        // two, bit-exact.
+        assert_eq!(&out[..2], &[0.0, 0.0]);
         for (k, v) in out.iter().enumerate().skip(2) {
-            assert!((v - input[k - 2]).abs() < 1e-6, "sample {k}");
+            assert_eq!(v.to_bits(), input[k - 2].to_bits(), "sample {k}");
         }
     }
 
@@ -622,9 +943,12 @@ mod tests {
         let mut r = DriftResampler::new(SampleRate::HZ_48000, SampleRate::HZ_16000).unwrap();
         let out = run(&mut r, 48_000);
         assert!((out as i64 - 16_000).abs() <= 160, "{out}");
-        let mut r = DriftResampler::new(SampleRate::HZ_16000, SampleRate::HZ_16000).unwrap();
-        r.set_correction(0.001);
-        let out = run(&mut r, 160_000);
-        assert!((out as i64 - 160_160).abs() <= 200, "{out}");
+        for c in [0.001, 1e-4] {
+            let mut r = DriftResampler::new(SampleRate::HZ_16000, SampleRate::HZ_16000).unwrap();
+            r.set_correction(c);
+            let out = run(&mut r, 160_000);
+            let expected = 160_000.0 * (1.0 + c);
+            assert!((out as f64 - expected).abs() <= 40.0, "{out} vs {expected}");
+        }
     }
 }
