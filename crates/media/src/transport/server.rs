@@ -97,7 +97,7 @@ pub struct MediaServerConfig {
     /// between ticks, and caps handler wake-ups at `1 s / wake_grid` (+ the 10 ms tick)
     /// however many calls have distinct deadlines. While datagrams arrive densely the socket
     /// is read on the same grid too, with `recvmmsg`, instead of on each datagram's readiness
-    /// (see [`ReadPacer`]): a datagram then waits at most one step in the socket. Default 1 ms;
+    /// (see `ReadPacer` in this module): a datagram then waits at most one step in the socket. Default 1 ms;
     /// zero wakes at every requested instant and on every datagram's readiness (one wake-up
     /// per distinct deadline and per arrival burst: costly with many streams).
     pub wake_grid: Duration,
