@@ -244,7 +244,7 @@ impl Shared {
             let f = feed.clone();
             std::thread::Builder::new()
                 .name("feed-file".into())
-                .spawn(move || file_feed(dir, f))
+                .spawn(move || FileFeed::run(&dir, &f, FEED_FILE_POLL))
                 .map_err(
                     |e| tracing::error!(error = %e, "cannot start the transcription file writer"),
                 )
@@ -297,34 +297,9 @@ impl Shared {
     }
 }
 
-/// Writes a feed to files until its `session.stop`.
-fn file_feed(dir: std::path::PathBuf, feed: FeedHandle) {
-    let mut file = match FileFeed::create(&dir) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, "transcription file feed");
-            return;
-        }
-    };
-    loop {
-        let mut stopped = false;
-        while let Some(m) = feed.update(|f| f.poll_message()) {
-            if let crate::sinks::transcription::FeedMessage::Text(t) = &m {
-                stopped |= t.contains("\"session.stop\"");
-            }
-            if let Err(e) = file.write(&m) {
-                tracing::warn!(error = %e, "transcription file feed write");
-            }
-        }
-        if stopped {
-            if let Err(e) = file.finish() {
-                tracing::warn!(error = %e, "transcription file feed close");
-            }
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+/// How often the feed-file thread drains its feed (the feed's queue is bounded and counts
+/// what it drops; 20 ms is one frame).
+const FEED_FILE_POLL: Duration = Duration::from_millis(20);
 
 fn urlencode(s: &str) -> String {
     s.bytes()
