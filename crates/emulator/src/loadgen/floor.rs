@@ -5,6 +5,10 @@
 //! on its own thread pinned to the bot's core (while the bot is idle) and is timed with that
 //! thread's CPU clock, so the figure is CPU time, not wall time.
 //!
+//! The decoders produce `f32`, as the bot's do (`opus_decode_float`): decoding to `i16` costs
+//! about 9 % more instructions at 48 kHz (libopus's soft clipping and conversion), which would
+//! flatter the bot's ratio.
+//!
 //! libopus decodes natively at 8, 12, 16, 24 or 48 kHz (the lower rates skip work, so they
 //! are cheaper), and the bot decodes at the rate its sinks need: 48 kHz when it records
 //! per-speaker WAVs, 16 kHz otherwise. The floor is measured at the bot's rate, so the ratio
@@ -12,6 +16,7 @@
 
 use serde::Serialize;
 
+use super::counters::{PerPacket, TaskCounters};
 use super::replay::{FRAME_SAMPLES, Packets};
 
 /// Result of the floor measurement.
@@ -31,6 +36,10 @@ pub struct Floor {
     pub streams_per_core: f64,
     /// The CPU it ran on, when pinning worked.
     pub cpu: Option<usize>,
+    /// Retired instructions and cycles per packet (hardware counters of the decode thread;
+    /// `None` where the machine has none). Unlike CPU time, the instruction count does not move
+    /// with the machine's load.
+    pub counters: Option<PerPacket>,
 }
 
 /// Decodes `packets` in a loop for about `budget` of CPU time on a thread pinned to `cpu`,
@@ -57,7 +66,8 @@ pub fn measure(
                 .map(|_| opus::Decoder::new(rate_hz, opus::Channels::Mono))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("opus decoder at {rate_hz} Hz: {e}"))?;
-            let mut pcm = vec![0i16; FRAME_SAMPLES * 6];
+            let mut pcm = vec![0f32; FRAME_SAMPLES * 6];
+            let counters = TaskCounters::open_self("floor-decode").ok();
             let start = thread_cpu_secs();
             let mut n: u64 = 0;
             let mut idx = 0usize;
@@ -65,7 +75,7 @@ pub fn measure(
                 // Each decoder advances through the packets with its own offset, as streams do.
                 for (i, d) in decoders.iter_mut().enumerate() {
                     let p = &frames[(idx + i * 7) % frames.len()];
-                    let _ = d.decode(p, &mut pcm, false);
+                    let _ = d.decode_float(p, &mut pcm, false);
                     n += 1;
                 }
                 idx += 1;
@@ -77,6 +87,9 @@ pub fn measure(
                 }
             }
             let cpu_secs = (thread_cpu_secs() - start).max(1e-9);
+            let counted = counters
+                .and_then(|c| c.read_total().ok())
+                .and_then(|c| PerPacket::new(c, n));
             let us = cpu_secs * 1e6 / n.max(1) as f64;
             Ok(Floor {
                 rate_hz,
@@ -86,6 +99,7 @@ pub fn measure(
                 cores_per_stream: us * 50.0 / 1e6,
                 streams_per_core: 1e6 / (us * 50.0),
                 cpu: pinned,
+                counters: counted,
             })
         })
         .map_err(|e| format!("floor thread: {e}"))?;

@@ -20,6 +20,7 @@
 //! packets. It writes `result.json`, `report.md`, SVG plots and `report.html` to `--out`.
 
 pub mod bot;
+pub mod counters;
 pub mod floor;
 pub mod pacer;
 pub mod peer;
@@ -802,6 +803,17 @@ async fn run_step(
     let scrape1 = scrape(ctx).await;
     let cores1 = procfs::cpu_times();
     let s1 = bot_snapshot(ctx);
+    // Hardware counters on the threads alive now (the steady window creates none).
+    let hw = s1.as_ref().and_then(|s| {
+        let tasks: Vec<(u32, String)> = s
+            .threads
+            .iter()
+            .map(|(tid, name, _)| (*tid, procfs::thread_group(name)))
+            .collect();
+        counters::TaskCounters::open(&tasks)
+            .map_err(|e| tracing::debug!(error = %e, "bot hardware counters"))
+            .ok()
+    });
     let g1 = floor::process_cpu_secs();
     let sent1 = stats.packets_sent.load(Ordering::Relaxed);
     let t1 = Instant::now();
@@ -831,6 +843,7 @@ async fn run_step(
             stats.packets_refused.load(Ordering::Relaxed) - refused0,
         ));
     }
+    let counted = hw.as_ref().and_then(|c| c.read().ok());
     let s2 = bot_snapshot(ctx);
     let cores2 = procfs::cpu_times();
     let gen_cpu = floor::process_cpu_secs() - g1;
@@ -952,6 +965,22 @@ async fn run_step(
             .as_ref()
             .map(|c| c.process_cores / streams_connected.max(1) as f64),
         floor_bracket: None,
+        bot_counters: counted.zip(hw.as_ref()).and_then(|(by, c)| {
+            let mut total = counters::Counts::default();
+            for v in by.values() {
+                total += *v;
+            }
+            Some(report::BotCounters {
+                packets: sent,
+                threads: c.threads(),
+                kernel_included: c.kernel_included(),
+                total: counters::PerPacket::new(total, sent)?,
+                by_thread: by
+                    .into_iter()
+                    .filter_map(|(g, v)| Some((g, counters::PerPacket::new(v, sent)?)))
+                    .collect(),
+            })
+        }),
         rss_kib: rss,
         rss_per_stream_kib: match (rss, idle_rss_kib) {
             (Some(r), Some(i)) => {

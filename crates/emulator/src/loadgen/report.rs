@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::LoadtestArgs;
+use super::counters::PerPacket;
 use super::floor::Floor;
 use super::peer::PeerResult;
 use super::procfs::CpuUse;
@@ -357,6 +358,8 @@ pub struct FloorBracket {
     pub after_us_per_packet: f64,
     /// Mean of the two, as a fraction of one core per 50-packet/s stream.
     pub cores_per_stream: f64,
+    /// Mean of the two floors' hardware counts per packet, when both were counted.
+    pub counters: Option<PerPacket>,
 }
 
 impl FloorBracket {
@@ -367,7 +370,36 @@ impl FloorBracket {
             before_us_per_packet: before.us_per_packet,
             after_us_per_packet: after.us_per_packet,
             cores_per_stream: (before.cores_per_stream + after.cores_per_stream) / 2.0,
+            counters: before.counters.zip(after.counters).map(|(b, a)| PerPacket {
+                instructions: (b.instructions + a.instructions) / 2.0,
+                cycles: (b.cycles + a.cycles) / 2.0,
+            }),
         }
+    }
+}
+
+/// The bot's hardware counts over a steady window.
+#[derive(Debug, Clone, Serialize)]
+pub struct BotCounters {
+    /// Packets the generator sent in the window (the divisor).
+    pub packets: u64,
+    /// Threads counted (those alive when the window started).
+    pub threads: usize,
+    /// Whether kernel work is in the counts (else user space only, and so is the floor's).
+    pub kernel_included: bool,
+    /// The whole bot, per packet.
+    pub total: PerPacket,
+    /// Per thread group (see `procfs::thread_group`), per packet.
+    pub by_thread: BTreeMap<String, PerPacket>,
+}
+
+impl BotCounters {
+    /// Bot ÷ floor, instructions and cycles.
+    pub fn ratio(&self, floor: &PerPacket) -> Option<PerPacket> {
+        (floor.instructions > 0.0 && floor.cycles > 0.0).then(|| PerPacket {
+            instructions: self.total.instructions / floor.instructions,
+            cycles: self.total.cycles / floor.cycles,
+        })
     }
 }
 
@@ -398,6 +430,9 @@ pub struct StepResult {
     /// stream count): the machine's speed drifts by tens of % over minutes on a shared VM, so
     /// the step is compared with the floor of its own minute, not the sweep's end.
     pub floor_bracket: Option<FloorBracket>,
+    /// The bot's hardware counts per packet sent in the steady window (see
+    /// [`super::counters`]); `None` where the machine has no counters or no bot pid is known.
+    pub bot_counters: Option<BotCounters>,
     /// Bot RSS at the end of the steady window, KiB.
     pub rss_kib: Option<u64>,
     /// (RSS steady − RSS idle) / streams, KiB.
@@ -669,8 +704,23 @@ impl LoadtestReport {
                         ),
                         None => (f.cores_per_stream, format!("{} floor", khz(f.rate_hz))),
                     };
+                    let counted = s
+                        .bot_counters
+                        .as_ref()
+                        .zip(
+                            bracket
+                                .and_then(|b| b.counters)
+                                .or(f.counters),
+                        )
+                        .and_then(|(c, fl)| c.ratio(&fl))
+                        .map_or(String::new(), |r| {
+                            format!(
+                                "; by hardware counters {:.2}x in cycles, {:.2}x in instructions",
+                                r.cycles, r.instructions
+                            )
+                        });
                     format!(
-                        "{r:.2}x at {} streams ({:.3}% vs {:.3}% of a core per stream, {which}){reference}",
+                        "{r:.2}x at {} streams ({:.3}% vs {:.3}% of a core per stream, {which}){reference}{counted}",
                         s.streams_connected,
                         s.bot_cores_per_stream.unwrap_or(0.0) * 100.0,
                         floor_cores * 100.0,
@@ -732,6 +782,87 @@ impl LoadtestReport {
 
 fn ms(v: Option<f64>) -> String {
     v.map_or("–".into(), |x| format!("{:.2}", x * 1000.0))
+}
+
+/// The hardware-counter table: the bot's instructions and cycles per packet against the floor
+/// of its step, per step, and the bot's split by thread group.
+fn write_counters(o: &mut String, r: &LoadtestReport) {
+    if r.steps.iter().all(|s| s.bot_counters.is_none()) {
+        let _ = writeln!(
+            o,
+            "\nHardware counters: not available on this machine (or no bot pid), so no \
+             instructions/cycles figures.\n"
+        );
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n## Hardware counters (steady window, per packet; thousands)\n\n\
+         Retired instructions do not move with the machine's load the way CPU time does; cycles \
+         show cache contention but not time taken by the hypervisor. The floor is the bare \
+         decode around the same step.\n"
+    );
+    let mut groups: Vec<&String> = r
+        .steps
+        .iter()
+        .filter_map(|s| s.bot_counters.as_ref())
+        .flat_map(|c| c.by_thread.keys())
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let _ = write!(
+        o,
+        "| streams | bot instr | floor instr | × floor | bot cycles | floor cycles | × floor |"
+    );
+    for g in &groups {
+        let _ = write!(o, " `{g}` instr / cycles |");
+    }
+    let _ = write!(o, " kernel counted |\n|---|---|---|---|---|---|---|");
+    for _ in &groups {
+        let _ = write!(o, "---|");
+    }
+    let _ = writeln!(o, "---|");
+    let k = |v: f64| format!("{:.1}", v / 1000.0);
+    for st in &r.steps {
+        let Some(c) = &st.bot_counters else { continue };
+        let floor = st
+            .floor_bracket
+            .as_ref()
+            .and_then(|b| b.counters)
+            .or_else(|| r.floor.as_ref().and_then(|f| f.counters));
+        let ratio = floor.as_ref().and_then(|f| c.ratio(f));
+        let _ = write!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            st.streams_connected,
+            k(c.total.instructions),
+            floor.map_or("–".into(), |f| k(f.instructions)),
+            opt(ratio.map(|r| r.instructions), 2),
+            k(c.total.cycles),
+            floor.map_or("–".into(), |f| k(f.cycles)),
+            opt(ratio.map(|r| r.cycles), 2),
+        );
+        for g in &groups {
+            let _ = write!(
+                o,
+                " {} |",
+                c.by_thread.get(*g).map_or("–".into(), |p| format!(
+                    "{} / {}",
+                    k(p.instructions),
+                    k(p.cycles)
+                ))
+            );
+        }
+        let _ = writeln!(
+            o,
+            " {} |",
+            if c.kernel_included {
+                "yes"
+            } else {
+                "no (user only)"
+            }
+        );
+    }
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -856,6 +987,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
             }
         );
     }
+    write_counters(&mut o, r);
     let _ = writeln!(
         o,
         "\n## Per-frame latency (steady window, from the bot's histograms; ms)\n"
@@ -1280,6 +1412,7 @@ mod tests {
             }),
             bot_cores_per_stream: Some(0.001),
             floor_bracket: None,
+            bot_counters: None,
             rss_kib: Some(100_000),
             rss_per_stream_kib: Some(300.0),
             generator_cores: 0.2,
@@ -1328,6 +1461,7 @@ mod tests {
             cores_per_stream: us_per_packet * 50.0 / 1e6,
             streams_per_core: 1e6 / (us_per_packet * 50.0),
             cpu: Some(1),
+            counters: None,
         }
     }
 
