@@ -71,6 +71,11 @@ pub struct LoadtestArgs {
     /// Seconds of steady state measured per step.
     #[arg(long, default_value_t = 20.0)]
     pub steady_secs: f64,
+    /// Seconds after each steady window with hardware counters (instructions, cycles) on the
+    /// bot's threads; 0 turns them off. Kept out of the steady window: counting makes every
+    /// context switch of the bot save and restore counters, which would add to its CPU time.
+    #[arg(long, default_value_t = 3.0)]
+    pub counter_secs: f64,
     /// Seconds the bot rests between steps.
     #[arg(long, default_value_t = 2.0)]
     pub cooldown_secs: f64,
@@ -803,17 +808,6 @@ async fn run_step(
     let scrape1 = scrape(ctx).await;
     let cores1 = procfs::cpu_times();
     let s1 = bot_snapshot(ctx);
-    // Hardware counters on the threads alive now (the steady window creates none).
-    let hw = s1.as_ref().and_then(|s| {
-        let tasks: Vec<(u32, String)> = s
-            .threads
-            .iter()
-            .map(|(tid, name, _)| (*tid, procfs::thread_group(name)))
-            .collect();
-        counters::TaskCounters::open(&tasks)
-            .map_err(|e| tracing::debug!(error = %e, "bot hardware counters"))
-            .ok()
-    });
     let g1 = floor::process_cpu_secs();
     let sent1 = stats.packets_sent.load(Ordering::Relaxed);
     let t1 = Instant::now();
@@ -843,7 +837,6 @@ async fn run_step(
             stats.packets_refused.load(Ordering::Relaxed) - refused0,
         ));
     }
-    let counted = hw.as_ref().and_then(|c| c.read().ok());
     let s2 = bot_snapshot(ctx);
     let cores2 = procfs::cpu_times();
     let gen_cpu = floor::process_cpu_secs() - g1;
@@ -853,6 +846,7 @@ async fn run_step(
     let sent2 = stats.packets_sent.load(Ordering::Relaxed);
     let wall = t1.elapsed().as_secs_f64();
     let scrape2 = scrape(ctx).await;
+    let bot_counters = count_bot(ctx, s2.as_ref(), &stats).await;
 
     // Teardown: stop sending, let the bot drain, hang up, read the calls' counters.
     ctx.progress.line(&format!("{label}: teardown"));
@@ -965,22 +959,7 @@ async fn run_step(
             .as_ref()
             .map(|c| c.process_cores / streams_connected.max(1) as f64),
         floor_bracket: None,
-        bot_counters: counted.zip(hw.as_ref()).and_then(|(by, c)| {
-            let mut total = counters::Counts::default();
-            for v in by.values() {
-                total += *v;
-            }
-            Some(report::BotCounters {
-                packets: sent,
-                threads: c.threads(),
-                kernel_included: c.kernel_included(),
-                total: counters::PerPacket::new(total, sent)?,
-                by_thread: by
-                    .into_iter()
-                    .filter_map(|(g, v)| Some((g, counters::PerPacket::new(v, sent)?)))
-                    .collect(),
-            })
-        }),
+        bot_counters,
         rss_kib: rss,
         rss_per_stream_kib: match (rss, idle_rss_kib) {
             (Some(r), Some(i)) => {
@@ -1021,6 +1000,49 @@ async fn run_step(
     step.broken = step.judge();
     step.warnings = step.measurement_warnings(ctx.bot_cpu, ctx.gen_cpu);
     Ok(step)
+}
+
+/// Hardware counters on the bot's threads (those in `snap`) for `--counter-secs`, per packet
+/// the generator sent meanwhile. `None` when turned off, without a pid, or on a machine
+/// without counters (logged at debug level).
+async fn count_bot(
+    ctx: &Ctx<'_>,
+    snap: Option<&procfs::Snapshot>,
+    stats: &replay::ReplayStats,
+) -> Option<report::BotCounters> {
+    let secs = ctx.args.counter_secs;
+    if !(secs > 0.0) {
+        return None;
+    }
+    let tasks: Vec<(u32, String)> = snap?
+        .threads
+        .iter()
+        .map(|(tid, name, _)| (*tid, procfs::thread_group(name)))
+        .collect();
+    let hw = counters::TaskCounters::open(&tasks)
+        .map_err(|e| tracing::debug!(error = %e, "bot hardware counters"))
+        .ok()?;
+    let sent0 = stats.packets_sent.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let by = hw.read().ok()?;
+    let packets = stats.packets_sent.load(Ordering::Relaxed) - sent0;
+    let (threads, kernel_included) = (hw.threads(), hw.kernel_included());
+    drop(hw);
+    let mut total = counters::Counts::default();
+    for v in by.values() {
+        total += *v;
+    }
+    Some(report::BotCounters {
+        packets,
+        secs,
+        threads,
+        kernel_included,
+        total: counters::PerPacket::new(total, packets)?,
+        by_thread: by
+            .into_iter()
+            .filter_map(|(g, v)| Some((g, counters::PerPacket::new(v, packets)?)))
+            .collect(),
+    })
 }
 
 /// Per-call durations of the setup phases (ms), from the generator's time stamps and the

@@ -378,11 +378,14 @@ impl FloorBracket {
     }
 }
 
-/// The bot's hardware counts over a steady window.
+/// The bot's hardware counts over a window right after the steady one (same load; counting is
+/// kept out of the steady window because it adds to every context switch).
 #[derive(Debug, Clone, Serialize)]
 pub struct BotCounters {
     /// Packets the generator sent in the window (the divisor).
     pub packets: u64,
+    /// Length of the window, s (`--counter-secs`, right after the steady window).
+    pub secs: f64,
     /// Threads counted (those alive when the window started).
     pub threads: usize,
     /// Whether kernel work is in the counts (else user space only, and so is the floor's).
@@ -797,7 +800,7 @@ fn write_counters(o: &mut String, r: &LoadtestReport) {
     }
     let _ = writeln!(
         o,
-        "\n## Hardware counters (steady window, per packet; thousands)\n\n\
+        "\n## Hardware counters (per packet, thousands; counted for `--counter-secs` right after the steady window)\n\n\
          Retired instructions do not move with the machine's load the way CPU time does; cycles \
          show cache contention but not time taken by the hypervisor. The floor is the bare \
          decode around the same step.\n"
@@ -1557,6 +1560,55 @@ mod tests {
             json["steps"][0]["floor_bracket"]["after_us_per_packet"],
             14.0
         );
+    }
+
+    #[test]
+    fn hardware_counts_are_compared_with_the_floor_around_the_step() {
+        let mut r = report();
+        let md = markdown(&r);
+        assert!(md.contains("Hardware counters: not available"), "{md}");
+        let pp = |instructions, cycles| PerPacket {
+            instructions,
+            cycles,
+        };
+        let (mut before, mut after) = (floor(48_000, 10.0), floor(48_000, 14.0));
+        before.counters = Some(pp(200_000.0, 90_000.0));
+        after.counters = Some(pp(220_000.0, 110_000.0));
+        for st in &mut r.steps {
+            st.floor_bracket = Some(FloorBracket::new(&before, &after));
+            st.bot_counters = Some(BotCounters {
+                packets: 1000,
+                secs: 3.0,
+                threads: 3,
+                kernel_included: false,
+                total: pp(231_000.0, 250_000.0),
+                by_thread: BTreeMap::from([
+                    ("mediabot-udp".to_owned(), pp(221_000.0, 200_000.0)),
+                    ("sink-*".to_owned(), pp(10_000.0, 50_000.0)),
+                ]),
+            });
+        }
+        r.evaluate();
+        let t = &r.targets[1];
+        // Bracket mean: 210k instructions, 100k cycles per packet.
+        assert!(
+            t.measured
+                .contains("by hardware counters 2.50x in cycles, 1.10x in instructions"),
+            "{t:?}"
+        );
+        let md = markdown(&r);
+        assert!(
+            md.contains(
+                "| 500 | 231.0 | 210.0 | 1.10 | 250.0 | 100.0 | 2.50 | 221.0 / 200.0 | 10.0 / 50.0 | no (user only) |"
+            ),
+            "{md}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["steps"][0]["floor_bracket"]["counters"]["instructions"],
+            210_000.0
+        );
+        assert_eq!(json["steps"][0]["bot_counters"]["packets"], 1000);
     }
 
     #[test]
