@@ -1011,7 +1011,7 @@ async fn count_bot(
     stats: &replay::ReplayStats,
 ) -> Option<report::BotCounters> {
     let secs = ctx.args.counter_secs;
-    if !(secs > 0.0) {
+    if secs.is_nan() || secs <= 0.0 {
         return None;
     }
     let tasks: Vec<(u32, String)> = snap?
