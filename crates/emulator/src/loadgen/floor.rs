@@ -108,6 +108,69 @@ pub fn measure(
         .map_err(|_| "floor thread panicked".to_string())?
 }
 
+/// What one timer wake-up costs on a CPU: threads that only sleep and wake, timed with their
+/// own CPU clocks. On bare metal a wake-up costs a few µs; in a VM every timer arm, timer
+/// interrupt and idle exit may go through the hypervisor and cost ten times that, charged to
+/// the thread that woke. A bot wakes thousands of times a second (play-out grid, sink
+/// threads), so the report multiplies the bot's wake-ups by this to show how much of its CPU is
+/// the platform's wake-up cost rather than its work.
+#[derive(Debug, Clone, Serialize)]
+pub struct WakeCost {
+    /// Sleeping threads at once.
+    pub threads: usize,
+    /// Each sleep, µs.
+    pub sleep_us: u64,
+    /// Wake-ups timed (all threads).
+    pub wakes: u64,
+    /// Mean CPU per wake-up, µs.
+    pub us_per_wake: f64,
+    /// The CPU they ran on, when pinning worked.
+    pub cpu: Option<usize>,
+}
+
+/// Measures [`WakeCost`] with `threads` threads pinned to `cpu`, each sleeping `sleep`
+/// `wakes_each` times.
+///
+/// # Errors
+/// A thread could not start or panicked.
+pub fn wake_cost(
+    cpu: Option<usize>,
+    threads: usize,
+    sleep: std::time::Duration,
+    wakes_each: u32,
+) -> Result<WakeCost, String> {
+    let handles = (0..threads.max(1))
+        .map(|i| {
+            std::thread::Builder::new()
+                .name(format!("wake-probe-{i}"))
+                .spawn(move || {
+                    let pinned = cpu.filter(|c| super::procfs::pin_thread(0, *c).is_ok());
+                    let start = thread_cpu_secs();
+                    for _ in 0..wakes_each {
+                        std::thread::sleep(sleep);
+                    }
+                    (thread_cpu_secs() - start, pinned)
+                })
+                .map_err(|e| format!("wake probe thread: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut secs = 0.0;
+    let mut pinned = cpu;
+    for h in handles {
+        let (s, p) = h.join().map_err(|_| "wake probe panicked".to_string())?;
+        secs += s;
+        pinned = pinned.and(p);
+    }
+    let wakes = threads.max(1) as u64 * u64::from(wakes_each);
+    Ok(WakeCost {
+        threads: threads.max(1),
+        sleep_us: sleep.as_micros() as u64,
+        wakes,
+        us_per_wake: secs * 1e6 / wakes.max(1) as f64,
+        cpu: pinned,
+    })
+}
+
 /// CPU time of the calling thread, seconds.
 pub fn thread_cpu_secs() -> f64 {
     let mut ts = libc::timespec {
@@ -151,6 +214,15 @@ mod tests {
             assert!(f.us_per_packet > 0.0);
             assert!((f.cores_per_stream * f.streams_per_core - 1.0).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn a_wake_up_costs_some_cpu_and_the_units_add_up() {
+        let w = wake_cost(None, 2, std::time::Duration::from_millis(1), 20).unwrap();
+        assert_eq!(w.wakes, 40);
+        assert_eq!(w.sleep_us, 1000);
+        // Some CPU, and far less than the sleep itself.
+        assert!(w.us_per_wake > 0.0 && w.us_per_wake < 1000.0, "{w:?}");
     }
 
     #[test]

@@ -522,6 +522,20 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
     } else {
         floor_at(48_000)
     };
+    // What a timer wake-up costs on the bot's core (the bot idle): 8 threads, 20 ms sleeps,
+    // as the per-call sink threads do; 0.5 s.
+    let wake_cost = if args.floor_secs > 0.0 {
+        progress.line("wake-up cost on the bot's core");
+        match floor::wake_cost(bot_cpu, 8, Duration::from_millis(20), 25) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                notes.push(format!("wake-up cost: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut peers = Vec::new();
     if !args.peer_streams.is_empty() {
         progress.line("independent peer: aiortc receiver");
@@ -560,6 +574,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         knee,
         floor,
         floor_48k,
+        wake_cost,
         peers,
         targets: Vec::new(),
         notes,

@@ -44,6 +44,14 @@ pub fn parse_vm_rss_kib(status: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// `voluntary_ctxt_switches` from a `status` file.
+pub fn parse_voluntary_switches(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// A thread's group name, so that per-call threads add up: `sink-50efdf7d-c` (a sink named
 /// after its call) and `sink-3` count as `sink-*`; names without digits after their first `-`
 /// (`mediabot-udp`, `tokio-runtime-w`, `feed-file`) stay as they are.
@@ -79,6 +87,9 @@ pub struct Snapshot {
     pub threads: Vec<(u32, String, u64)>,
     /// Resident set, KiB.
     pub rss_kib: u64,
+    /// Per live thread: voluntary context switches so far (each is a sleep, so the next run is
+    /// a wake-up), from `task/<tid>/status`.
+    pub sleeps: BTreeMap<u32, u64>,
 }
 
 /// Reads a process's CPU and memory now.
@@ -93,6 +104,7 @@ pub fn snapshot(pid: u32) -> std::io::Result<Snapshot> {
     let status = std::fs::read_to_string(base.join("status"))?;
     let rss_kib = parse_vm_rss_kib(&status).ok_or_else(|| bad("status"))?;
     let mut threads = Vec::new();
+    let mut sleeps = BTreeMap::new();
     for e in std::fs::read_dir(base.join("task"))?.flatten() {
         let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
@@ -102,6 +114,13 @@ pub fn snapshot(pid: u32) -> std::io::Result<Snapshot> {
             && let Some(t) = parse_stat(&s)
         {
             threads.push((tid, t.comm, t.ticks));
+            if let Some(n) = std::fs::read_to_string(e.path().join("status"))
+                .ok()
+                .as_deref()
+                .and_then(parse_voluntary_switches)
+            {
+                sleeps.insert(tid, n);
+            }
         }
     }
     Ok(Snapshot {
@@ -109,6 +128,7 @@ pub fn snapshot(pid: u32) -> std::io::Result<Snapshot> {
         process_ticks,
         threads,
         rss_kib,
+        sleeps,
     })
 }
 
@@ -121,6 +141,16 @@ pub struct CpuUse {
     pub process_cores: f64,
     /// Per thread group (see [`thread_group`]): cores.
     pub threads: BTreeMap<String, f64>,
+    /// Per thread group: wake-ups per second (voluntary context switches; threads alive at
+    /// both ends of the window).
+    pub wakes_per_sec: BTreeMap<String, f64>,
+}
+
+impl CpuUse {
+    /// Wake-ups per second of all threads together.
+    pub fn total_wakes_per_sec(&self) -> f64 {
+        self.wakes_per_sec.values().sum()
+    }
 }
 
 /// CPU use from `a` to `b` (same process).
@@ -130,15 +160,21 @@ pub fn cpu_between(a: &Snapshot, b: &Snapshot, ticks_per_sec: u64) -> CpuUse {
     let cores = |t: u64| t as f64 / hz / wall;
     let before: BTreeMap<u32, u64> = a.threads.iter().map(|(t, _, v)| (*t, *v)).collect();
     let mut threads: BTreeMap<String, f64> = BTreeMap::new();
+    let mut wakes_per_sec: BTreeMap<String, f64> = BTreeMap::new();
     for (tid, comm, ticks) in &b.threads {
         // A thread born inside the window counts from zero.
         let d = ticks.saturating_sub(before.get(tid).copied().unwrap_or(0));
         *threads.entry(thread_group(comm)).or_default() += cores(d);
+        if let (Some(s0), Some(s1)) = (a.sleeps.get(tid), b.sleeps.get(tid)) {
+            *wakes_per_sec.entry(thread_group(comm)).or_default() +=
+                s1.saturating_sub(*s0) as f64 / wall;
+        }
     }
     CpuUse {
         wall_secs: wall,
         process_cores: cores(b.process_ticks.saturating_sub(a.process_ticks)),
         threads,
+        wakes_per_sec,
     }
 }
 
@@ -273,6 +309,7 @@ mod tests {
             process_ticks: 100,
             threads: vec![(1, "main".into(), 50), (2, "sink-1".into(), 10)],
             rss_kib: 1,
+            sleeps: BTreeMap::from([(1, 100), (2, 1000)]),
         };
         let b = Snapshot {
             at: t0 + std::time::Duration::from_secs(2),
@@ -283,11 +320,22 @@ mod tests {
                 (3, "sink-2".into(), 60),
             ],
             rss_kib: 2,
+            sleeps: BTreeMap::from([(1, 100), (2, 1100), (3, 9999)]),
         };
         let c = cpu_between(&a, &b, 100);
         assert!((c.process_cores - 0.5).abs() < 1e-9);
         assert!((c.threads["main"] - 0.1).abs() < 1e-9);
         assert!((c.threads["sink-*"] - 0.4).abs() < 1e-9);
+        // Thread 3 was born inside the window: its sleeps are not counted.
+        assert_eq!(c.wakes_per_sec["sink-*"], 50.0);
+        assert_eq!(c.wakes_per_sec["main"], 0.0);
+        assert_eq!(c.total_wakes_per_sec(), 50.0);
+        assert_eq!(
+            parse_voluntary_switches(
+                "Name:\tx\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t3\n"
+            ),
+            Some(42)
+        );
     }
 
     #[test]

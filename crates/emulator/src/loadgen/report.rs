@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::LoadtestArgs;
 use super::counters::PerPacket;
-use super::floor::Floor;
+use super::floor::{Floor, WakeCost};
 use super::peer::PeerResult;
 use super::procfs::CpuUse;
 use super::prom::Histogram;
@@ -50,6 +50,8 @@ pub struct LoadtestReport {
     /// The same at 48 kHz, for reference, when the bot decodes at another rate (else null:
     /// `floor` is the 48 kHz one).
     pub floor_48k: Option<Floor>,
+    /// CPU per timer wake-up on the bot's core (see [`WakeCost`]).
+    pub wake_cost: Option<WakeCost>,
     /// The independent receiver (aiortc), per stream count.
     pub peers: Vec<PeerResult>,
     /// Each target of issue 7 against what was measured.
@@ -868,6 +870,61 @@ fn write_counters(o: &mut String, r: &LoadtestReport) {
     }
 }
 
+/// The wake-up table: how often the bot's threads woke per step, and what that costs at the
+/// machine's measured price of a wake-up.
+fn write_wakes(o: &mut String, r: &LoadtestReport) {
+    let steps: Vec<(&StepResult, &CpuUse)> = r
+        .steps
+        .iter()
+        .filter_map(|s| Some((s, s.bot_cpu.as_ref()?)))
+        .filter(|(_, c)| !c.wakes_per_sec.is_empty())
+        .collect();
+    if steps.is_empty() {
+        return;
+    }
+    let cost = r.wake_cost.as_ref();
+    let _ = writeln!(
+        o,
+        "\n## Wake-ups (steady window)\n\n{}\n",
+        cost.map_or(
+            "The machine's cost of a wake-up was not measured.".to_owned(),
+            |w| format!(
+                "A timer wake-up costs {:.1} µs of CPU on the bot's core ({} threads sleeping {} ms, \
+                 bot idle); the estimate is wake-ups/s x that.",
+                w.us_per_wake,
+                w.threads,
+                w.sleep_us / 1000
+            )
+        )
+    );
+    let _ = writeln!(
+        o,
+        "| streams | wake-ups/s | `mediabot-udp` | `sink-*` | `feed-file` | other | est. CPU % of a core | % of the bot's CPU |\n|---|---|---|---|---|---|---|---|"
+    );
+    for (st, c) in steps {
+        let total = c.total_wakes_per_sec();
+        let g = |k: &str| c.wakes_per_sec.get(k).copied().unwrap_or(0.0);
+        let other = total - g("mediabot-udp") - g("sink-*") - g("feed-file");
+        let est = cost.map(|w| total * w.us_per_wake / 1e6);
+        let _ = writeln!(
+            o,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            st.streams_connected,
+            total,
+            g("mediabot-udp"),
+            g("sink-*"),
+            g("feed-file"),
+            other.max(0.0),
+            opt(est.map(|e| e * 100.0), 1),
+            opt(
+                est.filter(|_| c.process_cores > 0.0)
+                    .map(|e| e / c.process_cores * 100.0),
+                0
+            ),
+        );
+    }
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.digits$}"))
 }
@@ -991,6 +1048,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
         );
     }
     write_counters(&mut o, r);
+    write_wakes(&mut o, r);
     let _ = writeln!(
         o,
         "\n## Per-frame latency (steady window, from the bot's histograms; ms)\n"
@@ -1412,6 +1470,7 @@ mod tests {
                 wall_secs: 10.0,
                 process_cores: streams as f64 * 0.001,
                 threads: BTreeMap::new(),
+                wakes_per_sec: BTreeMap::new(),
             }),
             bot_cores_per_stream: Some(0.001),
             floor_bracket: None,
@@ -1494,6 +1553,7 @@ mod tests {
             knee: None,
             floor: Some(floor(48_000, 50.0)),
             floor_48k: None,
+            wake_cost: None,
             peers: Vec::new(),
             targets: Vec::new(),
             notes: Vec::new(),
@@ -1601,6 +1661,31 @@ mod tests {
             md.contains(
                 "| 500 | 231.0 | 210.0 | 1.10 | 250.0 | 100.0 | 2.50 | 221.0 / 200.0 | 10.0 / 50.0 | no (user only) |"
             ),
+            "{md}"
+        );
+        // Wake-ups: 2,000/s at 20 µs each is 4 % of a core: 40 % of the 100-stream step's
+        // 0.1 cores.
+        assert!(!md.contains("## Wake-ups"), "no wake counts yet");
+        r.wake_cost = Some(WakeCost {
+            threads: 8,
+            sleep_us: 20_000,
+            wakes: 200,
+            us_per_wake: 20.0,
+            cpu: Some(1),
+        });
+        for st in &mut r.steps {
+            let c = st.bot_cpu.as_mut().unwrap();
+            c.wakes_per_sec = BTreeMap::from([
+                ("mediabot-udp".to_owned(), 1000.0),
+                ("sink-*".to_owned(), 500.0),
+                ("feed-file".to_owned(), 400.0),
+                ("tokio-rt-worker".to_owned(), 100.0),
+            ]);
+        }
+        let md = markdown(&r);
+        assert!(md.contains("A timer wake-up costs 20.0 µs"), "{md}");
+        assert!(
+            md.contains("| 100 | 2000 | 1000 | 500 | 400 | 100 | 4.0 | 40 |"),
             "{md}"
         );
         let json = serde_json::to_value(&r).unwrap();
