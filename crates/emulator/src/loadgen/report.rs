@@ -822,7 +822,10 @@ fn write_counters(o: &mut String, r: &LoadtestReport) {
     for g in &groups {
         let _ = write!(o, " `{g}` instr / cycles |");
     }
-    let _ = write!(o, " kernel counted |\n|---|---|---|---|---|---|---|");
+    let _ = write!(
+        o,
+        " bot GHz | floor GHz | kernel counted |\n|---|---|---|---|---|---|---|---|---|"
+    );
     for _ in &groups {
         let _ = write!(o, "---|");
     }
@@ -858,9 +861,24 @@ fn write_counters(o: &mut String, r: &LoadtestReport) {
                 ))
             );
         }
+        // Cycles per µs of CPU time: a thread whose CPU time runs far ahead of its cycles
+        // lost that time outside its own instructions (a busy neighbour on the core, the
+        // hypervisor), so its CPU figures are the machine's as much as the bot's.
+        let bot_us = st
+            .bot_cores_per_stream
+            .map(|cores| cores / 50.0 * 1e6)
+            .filter(|us| *us > 0.0);
+        let floor_us = st
+            .floor_bracket
+            .as_ref()
+            .map(|b| (b.before_us_per_packet + b.after_us_per_packet) / 2.0)
+            .or_else(|| r.floor.as_ref().map(|f| f.us_per_packet))
+            .filter(|us| *us > 0.0);
         let _ = writeln!(
             o,
-            " {} |",
+            " {} | {} | {} |",
+            opt(bot_us.map(|us| c.total.cycles / us / 1000.0), 2),
+            opt(floor_us.zip(floor).map(|(us, f)| f.cycles / us / 1000.0), 2),
             if c.kernel_included {
                 "yes"
             } else {
@@ -1659,7 +1677,7 @@ mod tests {
         let md = markdown(&r);
         assert!(
             md.contains(
-                "| 500 | 231.0 | 210.0 | 1.10 | 250.0 | 100.0 | 2.50 | 221.0 / 200.0 | 10.0 / 50.0 | no (user only) |"
+                "| 500 | 231.0 | 210.0 | 1.10 | 250.0 | 100.0 | 2.50 | 221.0 / 200.0 | 10.0 / 50.0 | 12.50 | 8.33 | no (user only) |"
             ),
             "{md}"
         );
