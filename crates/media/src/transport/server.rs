@@ -1308,6 +1308,19 @@ impl ServerLoop {
         if matches!(kind, DatagramKind::Rtp | DatagramKind::Rtcp) && media_out == 0 {
             TransportStats::inc(&self.stats.srtp_rejected);
         }
+        // Until the session is up, run the stack's timers once more after each datagram: when
+        // a datagram completes ICE, the stack (the DTLS client) queues its first flight but
+        // sends it only from its next timer run, up to one ICE check interval (~200 ms) later.
+        // Every timer of the stack checks its own deadline, so an early run only flushes what
+        // is queued.
+        if let Some(s) = self.sessions.get_mut(&id)
+            && !s.connected
+        {
+            if let Err(e) = s.pc.handle_timeout(now) {
+                tracing::debug!(session = %id, error = %e, "timeout handling");
+            }
+            self.pump(id);
+        }
     }
 
     /// Runs every session whose armed deadline has come: stack timers and send ticks. Only due
