@@ -6,7 +6,7 @@
 //! memcpy: no allocation, no reference counting.
 
 use ringbuf::HeapRb;
-use ringbuf::traits::{Consumer, Observer, Producer, Split};
+use ringbuf::traits::{Consumer, Observer, Producer, Raw, Split};
 
 use crate::units::{CallTag, ParticipantTag, SampleRate, Ssrc, TimelinePos, WallClock100ns};
 
@@ -168,11 +168,13 @@ impl<S: Sample> AudioFrame<S> {
 
     /// Fills the samples from floats (at most [`MAX_FRAME_SAMPLES`]).
     pub fn set_samples_f32(&mut self, src: &[f32]) {
-        let n = src.len().min(MAX_FRAME_SAMPLES);
-        for (d, s) in self.samples[..n].iter_mut().zip(src) {
-            *d = S::from_f32(*s);
-        }
-        self.len = n as u16;
+        self.set_samples_f32_parts(src, &[]);
+    }
+
+    /// Fills the samples from the floats of `head` followed by those of `tail` (at most
+    /// [`MAX_FRAME_SAMPLES`] in all), as [`AudioFrame::set_samples_f32`] of the joined slice.
+    pub(crate) fn set_samples_f32_parts(&mut self, head: &[f32], tail: &[f32]) {
+        self.len = convert_parts(&mut self.samples, head, tail) as u16;
     }
 }
 
@@ -197,9 +199,20 @@ impl<S: Sample> std::fmt::Debug for FrameConsumer<S> {
 }
 
 impl<S: Sample> FrameConsumer<S> {
-    /// The oldest queued frame, if any.
+    /// The oldest queued frame, if any, copied out of the ring. Readers that only look at
+    /// the frame use [`FrameConsumer::pop_with`], which does not copy it.
     pub fn pop(&mut self) -> Option<AudioFrame<S>> {
         self.inner.try_pop()
+    }
+
+    /// Runs `read` on the oldest queued frame where it lies in the ring, then releases its
+    /// slot; `None` (and `read` not called) when the ring is empty. No copy of the frame's
+    /// samples, no allocation: the producer cannot reuse the slot until `read` returns.
+    pub fn pop_with<R>(&mut self, read: impl FnOnce(&AudioFrame<S>) -> R) -> Option<R> {
+        let r = read(self.inner.try_peek()?);
+        // `AudioFrame` is `Copy` (no destructor): this only publishes the freed slot.
+        self.inner.skip(1);
+        Some(r)
     }
 
     /// Frames queued.
@@ -214,50 +227,88 @@ impl<S: Sample> FrameConsumer<S> {
 }
 
 /// Builds a ring of `capacity` frames (allocated once, here).
+///
+/// Every slot is initialized here with an empty frame (the ring starts full of them, and they
+/// are released at once): [`SinkProducer`] then builds each frame in place in its vacant slot,
+/// writing only the tags and the frame's own samples, instead of building a whole
+/// [`MAX_FRAME_SAMPLES`] frame and copying it in. Releasing a slot never writes to it (a frame
+/// has no destructor), so a vacant slot always holds the last complete frame written there.
 pub(crate) fn ring<S: Sample>(
     capacity: usize,
 ) -> (ringbuf::HeapProd<AudioFrame<S>>, FrameConsumer<S>) {
-    let rb = HeapRb::<AudioFrame<S>>::new(capacity.max(1));
-    let (p, c) = rb.split();
+    let slots = vec![AudioFrame::<S>::empty(); capacity.max(1)].into_boxed_slice();
+    let rb = HeapRb::<AudioFrame<S>>::from(slots);
+    let (p, mut c) = rb.split();
+    c.clear();
     (p, FrameConsumer { inner: c })
+}
+
+/// Writes a frame with `meta`'s tags and the samples of `head` then `tail` (converted) into
+/// the next vacant slot of `p` and publishes it; `false` when the ring is full. Only the tags
+/// and the frame's own samples are written: the slot's samples beyond the frame's length keep an
+/// earlier frame's (or the initial zeros), which [`AudioFrame::samples`] never shows.
+fn push_in_place<S: Sample>(
+    p: &mut ringbuf::HeapProd<AudioFrame<S>>,
+    meta: &AudioFrame<f32>,
+    head: &[f32],
+    tail: &[f32],
+) -> bool {
+    let Some(slot) = p.vacant_slices_mut().0.first_mut() else {
+        return false;
+    };
+    // SAFETY: `ring` initialized every slot with a complete frame, releasing a slot
+    // (`skip`/`try_pop` of a `Copy` item) never writes to it, and the only writes to a vacant
+    // slot are `AudioFrame` field assignments below (or a whole frame by `try_push`): the slot
+    // holds a valid `AudioFrame<S>`. The vacant slot belongs to this producer alone until
+    // `advance_write_index` publishes it.
+    let f = unsafe { slot.assume_init_mut() };
+    f.call = meta.call;
+    f.source = meta.source;
+    f.position = meta.position;
+    f.capture_time = meta.capture_time;
+    f.rate = meta.rate;
+    f.flags = meta.flags;
+    f.level_dbfs = meta.level_dbfs;
+    f.active_speakers = meta.active_speakers;
+    f.len = convert_parts(&mut f.samples, head, tail) as u16;
+    // SAFETY: the first vacant slot now holds a complete frame (see above).
+    unsafe { p.advance_write_index(1) };
+    true
 }
 
 impl SinkProducer {
     /// Pushes a frame converted from floats; `false` when the ring is full (frame dropped).
     pub(crate) fn push(&mut self, meta: &AudioFrame<f32>) -> bool {
-        self.push_samples(meta, meta.samples())
+        self.push_parts(meta, meta.samples(), &[])
     }
 
-    /// Pushes a frame with `meta`'s tags and `samples` (not `meta`'s own samples).
-    pub(crate) fn push_samples(&mut self, meta: &AudioFrame<f32>, samples: &[f32]) -> bool {
-        fn convert<S: Sample>(meta: &AudioFrame<f32>, samples: &[f32]) -> AudioFrame<S> {
-            let n = samples.len().min(MAX_FRAME_SAMPLES);
-            let mut f = AudioFrame::<S> {
-                call: meta.call,
-                source: meta.source,
-                position: meta.position,
-                capture_time: meta.capture_time,
-                rate: meta.rate,
-                flags: meta.flags,
-                level_dbfs: meta.level_dbfs,
-                active_speakers: meta.active_speakers,
-                len: n as u16,
-                samples: [S::default(); MAX_FRAME_SAMPLES],
-            };
-            for (d, s) in f.samples[..n].iter_mut().zip(samples) {
-                *d = S::from_f32(*s);
-            }
-            f
-        }
+    /// Pushes a frame with `meta`'s tags whose samples are those of `head` followed by those
+    /// of `tail` (a frame that lies in two buffers needs no joining copy), built in place in
+    /// the ring's next slot.
+    pub(crate) fn push_parts(
+        &mut self,
+        meta: &AudioFrame<f32>,
+        head: &[f32],
+        tail: &[f32],
+    ) -> bool {
         match self {
-            SinkProducer::I16(p) => {
-                !p.is_full() && p.try_push(convert::<i16>(meta, samples)).is_ok()
-            }
-            SinkProducer::F32(p) => {
-                !p.is_full() && p.try_push(convert::<f32>(meta, samples)).is_ok()
-            }
+            SinkProducer::I16(p) => push_in_place(p, meta, head, tail),
+            SinkProducer::F32(p) => push_in_place(p, meta, head, tail),
         }
     }
+}
+
+/// Converts the floats of `head` then `tail` into `dst` (as many as fit); returns how many.
+fn convert_parts<S: Sample>(dst: &mut [S; MAX_FRAME_SAMPLES], head: &[f32], tail: &[f32]) -> usize {
+    let h = head.len().min(MAX_FRAME_SAMPLES);
+    let n = (h + tail.len()).min(MAX_FRAME_SAMPLES);
+    for (d, s) in dst[..h].iter_mut().zip(head) {
+        *d = S::from_f32(*s);
+    }
+    for (d, s) in dst[h..n].iter_mut().zip(tail) {
+        *d = S::from_f32(*s);
+    }
+    n
 }
 
 /// RMS level of `samples` in dBFS (floor -120).
@@ -267,25 +318,61 @@ pub fn level_dbfs(samples: &[f32]) -> f32 {
 
 /// RMS level in dBFS and whether every sample is exactly zero, in one pass.
 pub fn level_and_silence(samples: &[f32]) -> (f32, bool) {
-    if samples.is_empty() {
+    level_and_silence_parts(samples, &[])
+}
+
+/// [`level_and_silence`] of the samples of `head` followed by those of `tail`, without joining
+/// them: the same sums in the same order, so the result is bit-identical to the joined slice's.
+pub(crate) fn level_and_silence_parts(head: &[f32], tail: &[f32]) -> (f32, bool) {
+    let len = head.len() + tail.len();
+    if len == 0 {
         return (-120.0, true);
     }
-    // Eight partial sums so the loop vectorizes.
+    // Eight partial sums so the loop vectorizes; sample `i` of the joined slice goes to sum
+    // `i % 8`, and the last `len % 8` samples are summed one by one.
     let mut acc = [0.0f32; 8];
-    let chunks = samples.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
+    let add = |acc: &mut [f32; 8], c: &[f32]| {
         for k in 0..8 {
             acc[k] += c[k] * c[k];
         }
+    };
+    let chunks = head.chunks_exact(8);
+    let split = chunks.remainder();
+    for c in chunks {
+        add(&mut acc, c);
     }
-    let sum: f32 = acc.iter().sum::<f32>() + rest.iter().map(|s| s * s).sum::<f32>();
+    let (rest_head, rest_tail) = if tail.len() + split.len() < 8 {
+        (split, tail)
+    } else {
+        // The chunk of eight that straddles the two parts, then the tail's own chunks.
+        let (a, b) = tail.split_at(8 - split.len());
+        if !split.is_empty() {
+            let mut c = [0.0f32; 8];
+            c[..split.len()].copy_from_slice(split);
+            c[split.len()..].copy_from_slice(a);
+            add(&mut acc, &c);
+        } else {
+            add(&mut acc, a);
+        }
+        let chunks = b.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            add(&mut acc, c);
+        }
+        (rest, &[][..])
+    };
+    let sum: f32 = acc.iter().sum::<f32>()
+        + rest_head
+            .iter()
+            .chain(rest_tail)
+            .map(|s| s * s)
+            .sum::<f32>();
     if sum == 0.0 {
         // A sum of squares is zero only if every sample is zero (or squares underflowed).
-        let silent = samples.iter().all(|s| *s == 0.0);
+        let silent = head.iter().chain(tail).all(|s| *s == 0.0);
         return (-120.0, silent);
     }
-    let mean = sum / samples.len() as f32;
+    let mean = sum / len as f32;
     let level = if mean <= 1e-12 {
         -120.0
     } else {
@@ -296,6 +383,7 @@ pub fn level_and_silence(samples: &[f32]) -> (f32, bool) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -310,6 +398,124 @@ mod tests {
         let got = c.pop().map(|g| g.samples()[0]);
         assert_eq!(got, Some(16384));
         assert!(p.push(&f));
+    }
+
+    fn meta(pos: u64) -> AudioFrame<f32> {
+        let mut m = AudioFrame::<f32>::empty();
+        m.call = CallTag(7);
+        m.source = FrameSource::Participant {
+            ssrc: Ssrc(9),
+            participant: None,
+        };
+        m.position = TimelinePos(pos);
+        m.capture_time = WallClock100ns(123_456 + pos);
+        m.rate = SampleRate::HZ_16000;
+        m.flags.concealed = pos % 2 == 1;
+        m.level_dbfs = -20.5;
+        m.active_speakers.push(Ssrc(3));
+        m
+    }
+
+    /// The frame a ring used to carry: built whole from the joined samples, then moved in.
+    fn reference<S: Sample>(meta: &AudioFrame<f32>, samples: &[f32]) -> AudioFrame<S> {
+        let mut f = AudioFrame::<S>::empty();
+        f.set_samples_f32(samples);
+        AudioFrame {
+            len: f.len,
+            samples: f.samples,
+            ..AudioFrame::<S>::empty()
+        }
+        .with_tags_of(meta)
+    }
+
+    impl<S: Sample> AudioFrame<S> {
+        fn with_tags_of(mut self, m: &AudioFrame<f32>) -> Self {
+            self.call = m.call;
+            self.source = m.source;
+            self.position = m.position;
+            self.capture_time = m.capture_time;
+            self.rate = m.rate;
+            self.flags = m.flags;
+            self.level_dbfs = m.level_dbfs;
+            self.active_speakers = m.active_speakers;
+            self
+        }
+    }
+
+    fn same<S: Sample + PartialEq>(a: &AudioFrame<S>, b: &AudioFrame<S>) {
+        assert_eq!(a.call, b.call);
+        assert_eq!(a.source, b.source);
+        assert_eq!(a.position, b.position);
+        assert_eq!(a.capture_time, b.capture_time);
+        assert_eq!(a.rate, b.rate);
+        assert_eq!(a.flags, b.flags);
+        assert_eq!(a.level_dbfs.to_bits(), b.level_dbfs.to_bits());
+        assert_eq!(a.active_speakers, b.active_speakers);
+        assert_eq!(a.samples(), b.samples());
+    }
+
+    /// Frames of changing lengths, pushed in place in two parts through a small ring (every
+    /// slot reused many times, longer frames before shorter ones), read back in place and by
+    /// copy, equal the frames built whole.
+    fn in_place_frames_equal_whole_frames<S: Sample + PartialEq>(
+        wrap: fn(ringbuf::HeapProd<AudioFrame<S>>) -> SinkProducer,
+    ) {
+        let (p, mut c) = ring::<S>(3);
+        let mut p = wrap(p);
+        for i in 0..200u64 {
+            let len = [960usize, 320, 7, 0, 481][(i % 5) as usize];
+            let s: Vec<f32> = (0..len)
+                .map(|k| ((k as u64 * 7919 + i * 31) % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let cut = (i as usize * 37) % (len + 1);
+            let m = meta(i);
+            assert!(p.push_parts(&m, &s[..cut], &s[cut..]));
+            let want = reference::<S>(&m, &s);
+            if i % 2 == 0 {
+                let got = c.pop_with(|f| {
+                    same(f, &want);
+                    f.position
+                });
+                assert_eq!(got, Some(TimelinePos(i)));
+            } else {
+                same(&c.pop().unwrap(), &want);
+            }
+            assert!(c.is_empty());
+            assert_eq!(c.pop_with(|_| ()), None);
+        }
+    }
+
+    #[test]
+    fn in_place_i16_frames_equal_whole_frames() {
+        in_place_frames_equal_whole_frames::<i16>(SinkProducer::I16);
+    }
+
+    #[test]
+    fn in_place_f32_frames_equal_whole_frames() {
+        in_place_frames_equal_whole_frames::<f32>(SinkProducer::F32);
+    }
+
+    #[test]
+    fn pop_with_drains_in_order_and_frees_slots() {
+        let (p, mut c) = ring::<i16>(2);
+        let mut p = SinkProducer::I16(p);
+        let m = meta(0);
+        assert!(p.push_parts(&m, &[0.5; 10], &[]));
+        assert!(p.push_parts(&m, &[], &[0.25; 20]));
+        assert!(!p.push_parts(&m, &[0.1; 5], &[]), "full");
+        assert_eq!(c.pop_with(|f| f.len()), Some(10));
+        assert!(p.push_parts(&m, &[0.1; 5], &[0.2; 5]));
+        assert_eq!(c.pop_with(|f| f.samples()[0]), Some(8192));
+        assert_eq!(
+            c.pop_with(|f| f.samples().to_vec()),
+            Some(
+                [3277i16; 5]
+                    .into_iter()
+                    .chain([6553; 5])
+                    .collect::<Vec<_>>()
+            )
+        );
+        assert!(c.is_empty());
     }
 
     #[test]

@@ -278,6 +278,8 @@ pub struct CallPipeline {
     latency: Arc<CallLatency>,
     events: VecDeque<PipelineEvent>,
     scratch: Box<AudioFrame<f32>>,
+    /// A PCM input frame as floats (reused: no per-frame zeroing of a largest-frame buffer).
+    pcm: Vec<f32>,
 }
 
 impl std::fmt::Debug for CallPipeline {
@@ -320,6 +322,7 @@ impl CallPipeline {
             latency: Arc::new(CallLatency::default()),
             events: VecDeque::with_capacity(64),
             scratch: Box::new(AudioFrame::empty()),
+            pcm: Vec::with_capacity(MAX_PCM_SAMPLES),
         }
     }
 
@@ -779,14 +782,15 @@ impl MediaIngest for CallPipeline {
         let ts = frame
             .timestamp_100ns
             .map(|t| (u128::from(t) * u128::from(rate.hz()) / 10_000_000) as i64);
-        let mut buf = [0.0f32; MAX_PCM_SAMPLES];
-        for (d, s) in buf.iter_mut().zip(frame.samples) {
-            *d = s.to_f32();
-        }
+        // Taken out while the streams and sinks are borrowed, put back after: no allocation
+        // (its capacity, `MAX_PCM_SAMPLES`, is never exceeded).
+        let mut buf = std::mem::take(&mut self.pcm);
+        buf.clear();
+        buf.extend(frame.samples.iter().map(|s| s.to_f32()));
         let t = self.secs(now);
-        let n = frame.samples.len();
         let (streams, mut emit) = self.split();
-        streams[i].handle_pcm(t, &buf[..n], ts, &mut emit);
+        streams[i].handle_pcm(t, &buf, ts, &mut emit);
+        self.pcm = buf;
         Ok(())
     }
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::decode::{DecodeKind, OpusDecoder};
-use crate::frame::{AudioFrame, FrameFlags, FrameSource, MAX_FRAME_SAMPLES, level_and_silence};
+use crate::frame::{
+    AudioFrame, FrameFlags, FrameSource, MAX_FRAME_SAMPLES, level_and_silence_parts,
+};
 use crate::jitter::{InsertOutcome, JitterBuffer, JitterConfig, Playout};
 use crate::mixer::{MixReject, Mixer};
 use crate::pipeline::{Sink, TrackSelect};
@@ -351,9 +353,18 @@ impl Stream {
         let sr = self.tl.sr;
         let (clock, out_rate) = (self.tl.clock, self.tl.out_rate);
         let anchor = (self.tl.asm.next_pos(), self.tl.fifo_ts);
-        self.tl.asm.finish(&mut |s, pos, flags| {
+        self.tl.asm.finish(&mut |head, tail, pos, flags| {
             let capture = capture_time(sr, anchor, clock, out_rate, pos, out);
-            emit(out, stats, ssrc, participant, s, pos, flags, capture);
+            emit(
+                out,
+                stats,
+                ssrc,
+                participant,
+                (head, tail),
+                pos,
+                flags,
+                capture,
+            );
         });
     }
 
@@ -453,9 +464,18 @@ impl Timeline {
             let sr = self.sr;
             let (clock, out_rate) = (self.clock, self.out_rate);
             let anchor = (self.asm.next_pos(), self.fifo_ts);
-            self.asm.finish(&mut |s, pos, flags| {
+            self.asm.finish(&mut |head, tail, pos, flags| {
                 let capture = capture_time(sr, anchor, clock, out_rate, pos, out);
-                emit(out, stats, ssrc, participant, s, pos, flags, capture);
+                emit(
+                    out,
+                    stats,
+                    ssrc,
+                    participant,
+                    (head, tail),
+                    pos,
+                    flags,
+                    capture,
+                );
             });
         }
         let pos = if started {
@@ -529,9 +549,18 @@ impl Timeline {
             if concealed {
                 self.asm.flags.concealed = true;
             }
-            self.asm.write(&o[skip..], &mut |s, pos, flags| {
+            self.asm.write(&o[skip..], &mut |head, tail, pos, flags| {
                 let capture = capture_time(sr, anchor, clock, out_rate, pos, out);
-                emit(out, stats, ssrc, participant, s, pos, flags, capture);
+                emit(
+                    out,
+                    stats,
+                    ssrc,
+                    participant,
+                    (head, tail),
+                    pos,
+                    flags,
+                    capture,
+                );
             });
             self.control(stats, ssrc, participant, out);
         }
@@ -570,9 +599,18 @@ impl Timeline {
                 let mut left = n as usize;
                 while left > 0 {
                     let k = left.min(MAX_FRAME_SAMPLES);
-                    self.asm.write(&zeros[..k], &mut |s, pos, flags| {
+                    self.asm.write(&zeros[..k], &mut |head, tail, pos, flags| {
                         let capture = capture_time(sr, anchor, clock, out_rate, pos, out);
-                        emit(out, stats, ssrc, participant, s, pos, flags, capture);
+                        emit(
+                            out,
+                            stats,
+                            ssrc,
+                            participant,
+                            (head, tail),
+                            pos,
+                            flags,
+                            capture,
+                        );
                     });
                     left -= k;
                 }
@@ -616,7 +654,7 @@ fn emit(
     stats: &StreamStats,
     ssrc: Ssrc,
     participant: Option<ParticipantTag>,
-    samples: &[f32],
+    (head, tail): (&[f32], &[f32]),
     pos: u64,
     flags: FrameFlags,
     capture: WallClock100ns,
@@ -628,7 +666,7 @@ fn emit(
     f.capture_time = capture;
     f.rate = out.rate;
     f.flags = flags;
-    let (level, silent) = level_and_silence(samples);
+    let (level, silent) = level_and_silence_parts(head, tail);
     f.level_dbfs = level;
     f.flags.silence = silent;
     f.active_speakers = Default::default();
@@ -639,7 +677,7 @@ fn emit(
             TrackSelect::Participant(s) => s == ssrc,
             TrackSelect::Mixed => false,
         };
-        if wanted && !sink.producer.push_samples(f, samples) {
+        if wanted && !sink.producer.push_parts(f, head, tail) {
             StreamStats::add(&stats.dropped_at_ring, 1);
         }
     }
@@ -653,12 +691,16 @@ fn emit(
     }
     if let Some(m) = out.mixer.as_deref_mut() {
         // The mixer reads the frame's own samples.
-        f.set_samples_f32(samples);
+        f.set_samples_f32_parts(head, tail);
         if let Err(MixReject::Late | MixReject::TooEarly) = m.add(f) {
             StreamStats::add(&out.call_stats.late_for_mix, 1);
         }
     }
 }
+
+/// Where the assembler sends a completed frame: its samples as two parts (`head` then `tail`),
+/// its position and its flags.
+type OnFrame<'a> = dyn FnMut(&[f32], &[f32], u64, FrameFlags) + 'a;
 
 /// Cuts a stream's output into grid-aligned frames.
 struct Assembler {
@@ -696,30 +738,213 @@ impl Assembler {
         };
     }
 
-    fn write(&mut self, mut s: &[f32], on_frame: &mut dyn FnMut(&[f32], u64, FrameFlags)) {
+    /// Appends `s`; every frame it completes goes to `on_frame` as two parts, `head` then
+    /// `tail`, whose samples together are the frame's: the buffered start of the frame and
+    /// the rest straight from `s` (no copy), or, for a frame wholly inside `s`, `s`'s slice
+    /// and nothing. Only a frame's start that `s` does not complete is copied into the buffer.
+    fn write(&mut self, mut s: &[f32], on_frame: &mut OnFrame<'_>) {
         while !s.is_empty() {
-            let n = (self.len - self.fill).min(s.len());
-            self.buf[self.fill..self.fill + n].copy_from_slice(&s[..n]);
-            self.fill += n;
-            s = &s[n..];
-            if self.fill == self.len {
+            let need = self.len - self.fill;
+            if s.len() < need {
+                self.buf[self.fill..self.fill + s.len()].copy_from_slice(s);
+                self.fill += s.len();
+                return;
+            }
+            let (rest, next) = s.split_at(need);
+            on_frame(&self.buf[..self.fill], rest, self.frame_pos, self.flags);
+            s = next;
+            self.frame_pos += self.len as u64;
+            self.fill = 0;
+            self.flags = FrameFlags::default();
+        }
+    }
+
+    /// Pads the partial frame with silence and emits it.
+    fn finish(&mut self, on_frame: &mut OnFrame<'_>) {
+        if self.fill > 0 {
+            self.buf[self.fill..self.len].fill(0.0);
+            self.fill = self.len;
+            on_frame(&self.buf[..self.len], &[], self.frame_pos, self.flags);
+            self.frame_pos += self.len as u64;
+            self.fill = 0;
+            self.flags = FrameFlags::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::level_and_silence;
+
+    /// The assembler as it was before frames were emitted in two parts: every sample copied
+    /// into the frame buffer, each frame emitted from it. The reference for
+    /// [`Assembler::write`].
+    struct CopyingAssembler {
+        len: usize,
+        buf: [f32; MAX_FRAME_SAMPLES],
+        fill: usize,
+        frame_pos: u64,
+        flags: FrameFlags,
+    }
+
+    impl CopyingAssembler {
+        fn write(&mut self, mut s: &[f32], on_frame: &mut dyn FnMut(&[f32], u64, FrameFlags)) {
+            while !s.is_empty() {
+                let n = (self.len - self.fill).min(s.len());
+                self.buf[self.fill..self.fill + n].copy_from_slice(&s[..n]);
+                self.fill += n;
+                s = &s[n..];
+                if self.fill == self.len {
+                    on_frame(&self.buf[..self.len], self.frame_pos, self.flags);
+                    self.frame_pos += self.len as u64;
+                    self.fill = 0;
+                    self.flags = FrameFlags::default();
+                }
+            }
+        }
+
+        fn finish(&mut self, on_frame: &mut dyn FnMut(&[f32], u64, FrameFlags)) {
+            if self.fill > 0 {
+                self.buf[self.fill..self.len].fill(0.0);
                 on_frame(&self.buf[..self.len], self.frame_pos, self.flags);
                 self.frame_pos += self.len as u64;
                 self.fill = 0;
                 self.flags = FrameFlags::default();
             }
         }
+
+        fn start_at(&mut self, pos: u64, discontinuity: bool) {
+            let len = self.len as u64;
+            self.frame_pos = pos - pos % len;
+            self.fill = (pos % len) as usize;
+            self.buf[..self.fill].fill(0.0);
+            self.flags = FrameFlags {
+                discontinuity,
+                ..FrameFlags::default()
+            };
+        }
     }
 
-    /// Pads the partial frame with silence and emits it.
-    fn finish(&mut self, on_frame: &mut dyn FnMut(&[f32], u64, FrameFlags)) {
-        if self.fill > 0 {
-            self.buf[self.fill..self.len].fill(0.0);
-            self.fill = self.len;
-            on_frame(&self.buf[..self.len], self.frame_pos, self.flags);
-            self.frame_pos += self.len as u64;
-            self.fill = 0;
-            self.flags = FrameFlags::default();
+    /// A frame as a sink sees it: samples (bits), position, flags, level (bits).
+    type Seen = (Vec<u32>, u64, FrameFlags, u32);
+
+    fn seen(samples: &[f32], pos: u64, flags: FrameFlags) -> Seen {
+        let level = crate::frame::level_and_silence(samples).0;
+        (
+            samples.iter().map(|s| s.to_bits()).collect(),
+            pos,
+            flags,
+            level.to_bits(),
+        )
+    }
+
+    /// Deterministic pseudo-random numbers (xorshift).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
         }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn sample(&mut self) -> f32 {
+            match self.below(8) {
+                0 => 0.0,
+                _ => (self.next() % 20_001) as f32 / 10_000.0 - 1.0,
+            }
+        }
+    }
+
+    #[test]
+    fn two_part_frames_equal_the_copying_assemblers_frame_by_frame() {
+        for (seed, len) in [(1u64, 320usize), (2, 960), (3, 160), (4, 480), (5, 7)] {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
+            let mut new = Assembler::new(len);
+            let mut old = CopyingAssembler {
+                len,
+                buf: [0.0; MAX_FRAME_SAMPLES],
+                fill: 0,
+                frame_pos: 0,
+                flags: FrameFlags::default(),
+            };
+            let (mut got, mut want): (Vec<Seen>, Vec<Seen>) = (Vec::new(), Vec::new());
+            let mut parts = [0usize; 3];
+            for _ in 0..3_000 {
+                match rng.below(40) {
+                    0 => {
+                        // Re-anchor somewhere on or off the grid, like `Timeline::anchor`.
+                        let pos = rng.next() % 1_000_000;
+                        let disc = rng.below(2) == 0;
+                        new.finish(&mut |h, t, p, f| {
+                            let joined = [h, t].concat();
+                            got.push(seen(&joined, p, f));
+                        });
+                        old.finish(&mut |s, p, f| want.push(seen(s, p, f)));
+                        new.start_at(pos, disc);
+                        old.start_at(pos, disc);
+                    }
+                    1 => {
+                        new.flags.concealed = true;
+                        old.flags.concealed = true;
+                    }
+                    _ => {
+                        // Chunks around the 10 ms resampler chunk (slips), short and long.
+                        let n = match rng.below(4) {
+                            0 => rng.below(3 * len + 1),
+                            1 => len / 2 + rng.below(3),
+                            _ => 159 + rng.below(3),
+                        };
+                        let s: Vec<f32> = (0..n).map(|_| rng.sample()).collect();
+                        new.write(&s, &mut |h, t, p, f| {
+                            parts[usize::from(!h.is_empty()) + usize::from(!t.is_empty())] += 1;
+                            // Each part is passed as it is, and level is computed from parts.
+                            let joined = [h, t].concat();
+                            let mut sn = seen(&joined, p, f);
+                            sn.3 = level_and_silence_parts(h, t).0.to_bits();
+                            got.push(sn);
+                        });
+                        old.write(&s, &mut |s, p, f| want.push(seen(s, p, f)));
+                        assert_eq!(new.next_pos(), old.frame_pos + old.fill as u64);
+                    }
+                }
+            }
+            assert!(want.len() > 100, "len {len}: {} frames", want.len());
+            assert_eq!(got.len(), want.len(), "len {len}");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g, w, "len {len}, frame {i}");
+            }
+            // Both shapes happened: frames split across buffer and input, and whole in input.
+            assert!(parts[2] > 0 && parts[1] > 0, "len {len}: {parts:?}");
+        }
+    }
+
+    #[test]
+    fn level_of_two_parts_is_bit_identical_to_the_joined_slice() {
+        let mut rng = Rng(42);
+        for _ in 0..2_000 {
+            let n = rng.below(100);
+            let s: Vec<f32> = (0..n).map(|_| rng.sample() * 0.3).collect();
+            let whole = level_and_silence(&s);
+            for cut in 0..=n {
+                let (h, t) = s.split_at(cut);
+                let parts = level_and_silence_parts(h, t);
+                assert_eq!(parts.0.to_bits(), whole.0.to_bits(), "n {n} cut {cut}");
+                assert_eq!(parts.1, whole.1);
+            }
+        }
+        // Silence and underflow edges.
+        assert_eq!(
+            level_and_silence_parts(&[0.0; 5], &[0.0; 9]),
+            (-120.0, true)
+        );
+        assert_eq!(
+            level_and_silence_parts(&[0.0; 5], &[1e-30]),
+            (-120.0, false)
+        );
+        assert_eq!(level_and_silence_parts(&[], &[]), (-120.0, true));
     }
 }

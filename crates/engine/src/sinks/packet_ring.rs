@@ -17,7 +17,7 @@ const HEADER: usize = 20;
 pub const MAX_PAYLOAD: usize = 1500;
 
 /// One packet as the sink thread sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TappedPacket {
     /// The stream.
     pub ssrc: u32,
@@ -102,28 +102,34 @@ impl PacketProducer {
 impl PacketConsumer {
     /// The next packet, if one is queued.
     pub fn pop(&mut self) -> Option<TappedPacket> {
+        let mut pkt = TappedPacket::default();
+        self.pop_into(&mut pkt).then_some(pkt)
+    }
+
+    /// Like [`PacketConsumer::pop`] into `pkt`, reusing its payload buffer (no allocation
+    /// once it has grown to the largest payload seen); `false` (and `pkt` unchanged) when no
+    /// whole packet is queued.
+    pub fn pop_into(&mut self, pkt: &mut TappedPacket) -> bool {
         let mut h = [0u8; HEADER];
         if self.ring.peek_slice(&mut h) < HEADER {
-            return None;
+            return false;
         }
         let len = usize::from(u16::from_le_bytes([h[18], h[19]]));
         // The producer pushes header and payload as two writes: wait for the whole record.
         if self.ring.occupied_len() < HEADER + len {
-            return None;
+            return false;
         }
         self.ring.skip(HEADER);
-        let mut payload = vec![0u8; len];
-        self.ring.pop_slice(&mut payload);
+        pkt.payload.resize(len, 0);
+        self.ring.pop_slice(&mut pkt.payload);
         let le32 = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let mut pos = [0u8; 8];
         pos.copy_from_slice(&h[10..18]);
-        Some(TappedPacket {
-            ssrc: le32(&h[0..4]),
-            timestamp: le32(&h[4..8]),
-            sequence: u16::from_le_bytes([h[8], h[9]]),
-            arrival_pos: u64::from_le_bytes(pos),
-            payload,
-        })
+        pkt.ssrc = le32(&h[0..4]);
+        pkt.timestamp = le32(&h[4..8]);
+        pkt.sequence = u16::from_le_bytes([h[8], h[9]]);
+        pkt.arrival_pos = u64::from_le_bytes(pos);
+        true
     }
 
     /// Packets dropped at the producer because the ring was full.
@@ -164,5 +170,35 @@ mod tests {
             assert_eq!(got.sequence, i);
             assert_eq!(got.payload, vec![i as u8; 300]);
         }
+    }
+
+    #[test]
+    fn pop_into_reuses_one_buffer_and_reads_what_pop_reads() {
+        let (mut p, mut c) = packet_ring(4 * (HEADER + MAX_PAYLOAD));
+        let mut pkt = TappedPacket::default();
+        assert!(!c.pop_into(&mut pkt), "empty");
+        assert!(p.push(5, 1, 1, 10, &[7; 1200]));
+        assert!(c.pop_into(&mut pkt));
+        let buf = pkt.payload.as_ptr();
+        // Wrap around the ring several times with shorter and longer payloads.
+        for i in 0..40u16 {
+            let len = [80usize, 1200, 3, 640][usize::from(i % 4)];
+            let payload: Vec<u8> = (0..len).map(|k| (k as u16 ^ i) as u8).collect();
+            assert!(p.push(6, u32::from(i) * 960, i, u64::from(i) * 7, &payload));
+            assert!(p.push(6, u32::from(i) * 960, i, u64::from(i) * 7, &payload));
+            assert!(c.pop_into(&mut pkt));
+            let want = TappedPacket {
+                ssrc: 6,
+                timestamp: u32::from(i) * 960,
+                sequence: i,
+                arrival_pos: u64::from(i) * 7,
+                payload,
+            };
+            assert_eq!(pkt, want);
+            assert_eq!(c.pop().unwrap(), want);
+            assert_eq!(pkt.payload.as_ptr(), buf, "no new allocation");
+        }
+        assert!(!c.pop_into(&mut pkt));
+        assert_eq!(pkt.sequence, 39, "unchanged when nothing is queued");
     }
 }

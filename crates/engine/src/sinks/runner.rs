@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use mediabot_media::{AudioFrame, FrameConsumer, FrameSource};
 
-use super::packet_ring::PacketConsumer;
+use super::packet_ring::{PacketConsumer, TappedPacket};
 use super::recorder::{Manifest, ParticipantMeta, Recorder};
 use super::transcription::{FRAME_SAMPLES, SpeakerInfo};
 use super::transcription_ws::FeedHandle;
@@ -161,8 +161,11 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
     let mut packets: Option<PacketConsumer> = None;
     let mut reported_failures = 0u64;
     let mut out = SinkOutcome::default();
-    let mut decimators: Vec<(u32, Decimator)> = Vec::new();
-    let mut pcm16 = Vec::with_capacity(FRAME_SAMPLES);
+    let mut scratch = Scratch {
+        decimators: Vec::new(),
+        pcm16: Vec::with_capacity(FRAME_SAMPLES),
+        packet: TappedPacket::default(),
+    };
     loop {
         let wait = if sinks.on_first_frame.is_some() {
             FIRST_FRAME_WAKE_INTERVAL
@@ -170,14 +173,7 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
             SINK_WAKE_INTERVAL
         };
         let msg = control.recv_timeout(wait);
-        drain(
-            &mut rings,
-            &mut packets,
-            &mut sinks,
-            &mut decimators,
-            &mut pcm16,
-            &mut out,
-        );
+        drain(&mut rings, &mut packets, &mut sinks, &mut scratch, &mut out);
         report_failures(&sinks, &mut reported_failures);
         let stop = match msg {
             Ok(SinkControl::AddRing(r)) => {
@@ -217,14 +213,7 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
             Err(RecvTimeoutError::Timeout) => None,
         };
         if let Some(stats) = stop {
-            drain(
-                &mut rings,
-                &mut packets,
-                &mut sinks,
-                &mut decimators,
-                &mut pcm16,
-                &mut out,
-            );
+            drain(&mut rings, &mut packets, &mut sinks, &mut scratch, &mut out);
             if let Some(feed) = &sinks.feed {
                 feed.update(|f| f.handle_stop("call ended"));
             }
@@ -264,43 +253,41 @@ fn report_failures(sinks: &SinkSet, reported: &mut u64) {
     }
 }
 
+/// Buffers the sink thread reuses from one drain to the next (no allocation per frame or
+/// packet).
+struct Scratch {
+    /// One 48 kHz to 16 kHz decimator per speaker (by SSRC).
+    decimators: Vec<(u32, Decimator)>,
+    /// A decimated frame.
+    pcm16: Vec<i16>,
+    /// The packet being handed to the Ogg recorder.
+    packet: TappedPacket,
+}
+
 fn drain(
     rings: &mut [FrameConsumer<i16>],
     packets: &mut Option<PacketConsumer>,
     sinks: &mut SinkSet,
-    decimators: &mut Vec<(u32, Decimator)>,
-    pcm16: &mut Vec<i16>,
+    scratch: &mut Scratch,
     out: &mut SinkOutcome,
 ) {
     if let Some(p) = packets.as_mut() {
-        while let Some(pkt) = p.pop() {
+        while p.pop_into(&mut scratch.packet) {
             if let Some(r) = &mut sinks.recorder {
-                r.handle_packet(&pkt);
+                r.handle_packet(&scratch.packet);
             }
         }
     }
     let mut fed = false;
     for ring in rings.iter_mut() {
-        while let Some(frame) = ring.pop() {
+        // Each frame is read where it lies in the ring (no copy out).
+        while ring
+            .pop_with(|frame| {
+                fed |= handle_frame(frame, sinks, &mut scratch.decimators, &mut scratch.pcm16);
+            })
+            .is_some()
+        {
             out.frames += 1;
-            // A participant's frame; without a per-speaker ring, the first audible mix.
-            let first = match frame.source {
-                FrameSource::Participant { .. } => true,
-                FrameSource::Mixed => !frame.flags.silence,
-            };
-            if first && let Some(f) = sinks.on_first_frame.take() {
-                f(std::time::Instant::now());
-            }
-            if let Some(r) = &mut sinks.recorder {
-                r.handle_frame(&frame);
-            }
-            if let (Some(feed), FrameSource::Participant { ssrc, .. }) = (&sinks.feed, frame.source)
-            {
-                to_16k(&frame, sinks.rate, ssrc.0, decimators, pcm16);
-                let pos = frame.position.0 * 16_000 / u64::from(sinks.rate.max(1));
-                feed.update_quiet(|f| f.handle_frame(ssrc.0, pos, pcm16));
-                fed = true;
-            }
         }
     }
     if fed && let Some(feed) = &sinks.feed {
@@ -308,17 +295,45 @@ fn drain(
     }
 }
 
-fn to_16k(
+/// One frame to the recorder and the feed; whether it went to the feed.
+fn handle_frame(
     frame: &AudioFrame<i16>,
+    sinks: &mut SinkSet,
+    decimators: &mut Vec<(u32, Decimator)>,
+    pcm16: &mut Vec<i16>,
+) -> bool {
+    // A participant's frame; without a per-speaker ring, the first audible mix.
+    let first = match frame.source {
+        FrameSource::Participant { .. } => true,
+        FrameSource::Mixed => !frame.flags.silence,
+    };
+    if first && let Some(f) = sinks.on_first_frame.take() {
+        f(std::time::Instant::now());
+    }
+    if let Some(r) = &mut sinks.recorder {
+        r.handle_frame(frame);
+    }
+    if let (Some(feed), FrameSource::Participant { ssrc, .. }) = (&sinks.feed, frame.source) {
+        let pos = frame.position.0 * 16_000 / u64::from(sinks.rate.max(1));
+        let pcm = to_16k(frame, sinks.rate, ssrc.0, decimators, pcm16);
+        feed.update_quiet(|f| f.handle_frame(ssrc.0, pos, pcm));
+        return true;
+    }
+    false
+}
+
+/// The frame's samples at 16 kHz: its own samples when it is at 16 kHz (no copy), else
+/// decimated into `out`.
+fn to_16k<'a>(
+    frame: &'a AudioFrame<i16>,
     rate: u32,
     id: u32,
     decimators: &mut Vec<(u32, Decimator)>,
-    out: &mut Vec<i16>,
-) {
+    out: &'a mut Vec<i16>,
+) -> &'a [i16] {
     out.clear();
     if rate == 16_000 {
-        out.extend_from_slice(frame.samples());
-        return;
+        return frame.samples();
     }
     let i = match decimators.iter().position(|(d, _)| *d == id) {
         Some(i) => i,
@@ -328,6 +343,7 @@ fn to_16k(
         }
     };
     decimators[i].1.process(frame.samples(), out);
+    out
 }
 
 /// A 48 kHz to 16 kHz decimator: a 48-tap windowed-sinc low-pass at 7.2 kHz, keeping every third
