@@ -154,6 +154,16 @@ impl std::ops::AddAssign for Counts {
     }
 }
 
+impl<'a> std::iter::Sum<&'a Counts> for Counts {
+    fn sum<I: Iterator<Item = &'a Counts>>(it: I) -> Self {
+        let mut t = Counts::default();
+        for c in it {
+            t += *c;
+        }
+        t
+    }
+}
+
 /// Counters on a set of threads, grouped by a name (a thread group such as `sink-*`).
 #[derive(Debug)]
 pub struct TaskCounters {
@@ -243,11 +253,7 @@ impl TaskCounters {
     /// # Errors
     /// As [`TaskCounters::read`].
     pub fn read_total(&self) -> Result<Counts, CounterError> {
-        let mut t = Counts::default();
-        for c in self.read()?.into_values() {
-            t += c;
-        }
-        Ok(t)
+        Ok(self.read()?.values().sum())
     }
 }
 

@@ -1043,10 +1043,7 @@ async fn count_bot(
     let packets = stats.packets_sent.load(Ordering::Relaxed) - sent0;
     let (threads, kernel_included) = (hw.threads(), hw.kernel_included());
     drop(hw);
-    let mut total = counters::Counts::default();
-    for v in by.values() {
-        total += *v;
-    }
+    let total: counters::Counts = by.values().sum();
     Some(report::BotCounters {
         packets,
         secs,

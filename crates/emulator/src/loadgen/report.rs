@@ -871,8 +871,9 @@ fn write_counters(o: &mut String, r: &LoadtestReport) {
         let floor_us = st
             .floor_bracket
             .as_ref()
-            .map(|b| (b.before_us_per_packet + b.after_us_per_packet) / 2.0)
-            .or_else(|| r.floor.as_ref().map(|f| f.us_per_packet))
+            .map(|b| b.cores_per_stream)
+            .or_else(|| r.floor.as_ref().map(|f| f.cores_per_stream))
+            .map(|cores| cores / 50.0 * 1e6)
             .filter(|us| *us > 0.0);
         let _ = writeln!(
             o,
