@@ -246,7 +246,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
     } else {
         None
     };
-    let feed = shared.feed_for(&call_id);
+    let (feed, feed_dir) = shared.feed_for(&call_id).unzip();
     let participant_ring = needs_participant_ring(cfg, feed.is_some());
     let (sink_tx, sink_rx) = std::sync::mpsc::channel();
     let sink_thread = runner::spawn(
@@ -254,6 +254,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
         SinkSet {
             recorder,
             feed: feed.clone(),
+            feed_dir: feed_dir.flatten(),
             rate: rate.hz(),
             errors: Arc::clone(&shared.metrics.recorder_errors),
             on_first_frame: Some(first_frame_hook(&shared, &info, started)),

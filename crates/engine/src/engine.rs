@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -42,7 +43,7 @@ use crate::playback::{
     Clip, PlaybackError, PlaybackId, PlaybackOutcome, QueuedClip, convert_pcm, decode_wav,
 };
 use crate::server::{self, MetricsSource, ProbeState};
-use crate::sinks::transcription::{FeedState, FileFeed, VadConfig};
+use crate::sinks::transcription::{FeedState, VadConfig};
 use crate::sinks::transcription_ws::{self, FeedHandle, WsFeedConfig};
 
 /// Errors starting the engine.
@@ -216,8 +217,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// The transcription feed of a call, with its driver started, when configured.
-    pub fn feed_for(&self, call_id: &str) -> Option<FeedHandle> {
+    /// The transcription feed of a call, when configured: for a WebSocket feed with its driver
+    /// task started; for a file feed with the folder its files go to, which the call's sink
+    /// thread writes (see [`crate::sinks::runner::SinkSet::feed_dir`]).
+    pub fn feed_for(&self, call_id: &str) -> Option<(FeedHandle, Option<PathBuf>)> {
         let t = &self.config.transcription;
         if t.websocket_url.is_none() && t.file_dir.is_none() {
             return None;
@@ -241,16 +244,9 @@ impl Shared {
         } else if let Some(dir) = &t.file_dir {
             let dir =
                 dir.join(call_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
-            let f = feed.clone();
-            std::thread::Builder::new()
-                .name("feed-file".into())
-                .spawn(move || FileFeed::run(&dir, &f, FEED_FILE_POLL))
-                .map_err(
-                    |e| tracing::error!(error = %e, "cannot start the transcription file writer"),
-                )
-                .ok()?;
+            return Some((feed, Some(dir)));
         }
-        Some(feed)
+        Some((feed, None))
     }
 
     /// Records a finished call and forgets its routes.
@@ -296,10 +292,6 @@ impl Shared {
         let _ = self.events.send(ev);
     }
 }
-
-/// How often the feed-file thread drains its feed (the feed's queue is bounded and counts
-/// what it drops; 20 ms is one frame).
-const FEED_FILE_POLL: Duration = Duration::from_millis(20);
 
 fn urlencode(s: &str) -> String {
     s.bytes()

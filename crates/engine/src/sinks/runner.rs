@@ -3,21 +3,23 @@
 //!
 //! One thread per call keeps a slow disk or a stalled speech service from touching any other
 //! call: the thread may fall behind, its rings then fill and the pipeline drops (and counts)
-//! frames for it alone. The thread wakes every [`SINK_WAKE_INTERVAL`] (20 ms) or at once when a
-//! control message arrives, drains everything queued, applies control messages (roster facts,
+//! frames for it alone. The thread wakes every [`SINK_WAKE_INTERVAL`] (20 ms, on the process's
+//! shared grid) or at once when a control message arrives, drains everything queued, writes a
+//! file-based transcription feed's messages, applies control messages (roster facts,
 //! compliance gate, stop) and, on stop, drains the rings one last time and finalizes the files.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mediabot_media::{AudioFrame, FrameConsumer, FrameSource};
 
 use super::packet_ring::{PacketConsumer, TappedPacket};
 use super::recorder::{Manifest, ParticipantMeta, Recorder};
-use super::transcription::{FRAME_SAMPLES, SpeakerInfo};
+use super::transcription::{FRAME_SAMPLES, FileFeed, SpeakerInfo};
 use super::transcription_ws::FeedHandle;
 
 /// Control messages for a sink thread.
@@ -49,6 +51,8 @@ pub struct SinkOutcome {
     pub errors: Vec<String>,
     /// Frames consumed.
     pub frames: u64,
+    /// Transcription feed messages that could not be written to the feed's files (logged).
+    pub feed_write_errors: u64,
 }
 
 /// The sinks of one call.
@@ -57,6 +61,11 @@ pub struct SinkSet {
     pub recorder: Option<Recorder>,
     /// Transcription feed (16 kHz).
     pub feed: Option<FeedHandle>,
+    /// Where the feed's messages are written, when the feed goes to files
+    /// (`transcription.file_dir`) rather than to a WebSocket: the sink thread writes them itself
+    /// after each drain ([`FileFeed::pump`]), so a file feed costs no thread and no wake-ups of
+    /// its own (it had a thread per call, waking every 20 ms: half the sink side's wake-ups).
+    pub feed_dir: Option<PathBuf>,
     /// The pipeline's output rate; frames are decimated to 16 kHz for the feed when it is 48 kHz.
     pub rate: u32,
     /// Recorder file failures are added here (`mediabot_recorder_errors_total`).
@@ -166,14 +175,19 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
         pcm16: Vec::with_capacity(FRAME_SAMPLES),
         packet: TappedPacket::default(),
     };
+    let mut feed_file = open_feed_file(&mut sinks);
     loop {
-        let wait = if sinks.on_first_frame.is_some() {
+        let step = if sinks.on_first_frame.is_some() {
             FIRST_FRAME_WAKE_INTERVAL
         } else {
             SINK_WAKE_INTERVAL
         };
-        let msg = control.recv_timeout(wait);
+        // Until the next point of the process's grid, which the media thread's wake-ups and
+        // every other sink thread's share: one timer interrupt wakes them all.
+        let now = Instant::now();
+        let msg = control.recv_timeout(mediabot_media::sched::next_grid_point(now, step) - now);
         drain(&mut rings, &mut packets, &mut sinks, &mut scratch, &mut out);
+        pump_feed_file(&sinks, feed_file.as_mut(), &mut out);
         report_failures(&sinks, &mut reported_failures);
         let stop = match msg {
             Ok(SinkControl::AddRing(r)) => {
@@ -217,6 +231,13 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
             if let Some(feed) = &sinks.feed {
                 feed.update(|f| f.handle_stop("call ended"));
             }
+            pump_feed_file(&sinks, feed_file.as_mut(), &mut out);
+            if let Some(f) = feed_file.take()
+                && let Err(e) = f.finish()
+            {
+                out.feed_write_errors += 1;
+                out.errors.push(format!("transcription feed files: {e}"));
+            }
             if let Some(mut r) = sinks.recorder.take() {
                 r.opus_packets_dropped = packets.as_ref().map_or(0, PacketConsumer::dropped);
                 match r.finish(stats) {
@@ -239,6 +260,27 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
             }
             return out;
         }
+    }
+}
+
+/// The feed's files, when the feed goes to files; an error creating them is logged and the
+/// feed's messages are then left to its bounded queue (which counts what it drops).
+fn open_feed_file(sinks: &mut SinkSet) -> Option<FileFeed> {
+    let dir = sinks.feed_dir.take()?;
+    sinks.feed.as_ref()?;
+    match FileFeed::create(&dir) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "transcription file feed");
+            None
+        }
+    }
+}
+
+/// Writes what the feed has queued to its files.
+fn pump_feed_file(sinks: &SinkSet, file: Option<&mut FileFeed>, out: &mut SinkOutcome) {
+    if let (Some(file), Some(feed)) = (file, &sinks.feed) {
+        out.feed_write_errors += file.pump(feed).write_errors;
     }
 }
 
@@ -499,6 +541,7 @@ mod tests {
             SinkSet {
                 recorder: Some(recorder),
                 feed: None,
+                feed_dir: None,
                 rate: 48_000,
                 errors: Arc::clone(&errors),
                 on_first_frame: None,

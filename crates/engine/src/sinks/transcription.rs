@@ -414,6 +414,20 @@ pub struct FileFeed {
     dir: PathBuf,
     jsonl: BufWriter<std::fs::File>,
     wavs: Vec<(u32, WavWriter)>,
+    /// Messages taken from the feed, being written (kept for its capacity).
+    batch: Vec<FeedMessage>,
+    /// Audio buffers written, to give back to the feed.
+    written: Vec<Vec<u8>>,
+}
+
+/// What one [`FileFeed::pump`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PumpOutcome {
+    /// The call's `session.stop` was written: nothing more will come.
+    pub stopped: bool,
+    /// Messages that could not be written (logged).
+    pub write_errors: u64,
 }
 
 impl FileFeed {
@@ -429,6 +443,8 @@ impl FileFeed {
             dir,
             jsonl,
             wavs: Vec::new(),
+            batch: Vec::new(),
+            written: Vec::new(),
         })
     }
 
@@ -471,11 +487,47 @@ impl FileFeed {
         }
     }
 
-    /// Writes a call's feed to files in `dir` until its `session.stop`, polling every `poll`:
-    /// the body of the `feed-file` thread. Each poll takes every waiting message under one lock,
-    /// writes them, and gives the audio buffers back to the feed ([`FeedState::recycle`]) under
-    /// one more, so the sink thread's next frames allocate nothing. Errors are logged: a feed that
-    /// cannot be written does not stop the call.
+    /// Takes every message waiting in `feed` and writes it, until the feed is empty; whether
+    /// the call's `session.stop` was among them (the feed is then complete: [`Self::finish`]).
+    ///
+    /// Each round takes the waiting messages under one lock and, under the next, gives the
+    /// written audio buffers back to the feed ([`FeedState::recycle`]), so the frames that follow
+    /// allocate nothing. Write errors are logged and counted in the returned
+    /// [`PumpOutcome`]: a feed file that cannot be written does not stop the call.
+    pub fn pump(&mut self, feed: &FeedHandle) -> PumpOutcome {
+        let mut out = PumpOutcome::default();
+        loop {
+            let (batch, written) = (&mut self.batch, &mut self.written);
+            feed.update_quiet(|f| {
+                for buf in written.drain(..) {
+                    f.recycle(buf);
+                }
+                f.take_messages(batch);
+            });
+            if self.batch.is_empty() {
+                return out;
+            }
+            let mut batch = std::mem::take(&mut self.batch);
+            for m in batch.drain(..) {
+                if let FeedMessage::Text(t) = &m {
+                    out.stopped |= t.contains("\"session.stop\"");
+                }
+                if let Err(e) = self.write(&m) {
+                    out.write_errors += 1;
+                    tracing::warn!(error = %e, "transcription file feed write");
+                }
+                if let FeedMessage::Audio(buf) = m {
+                    self.written.push(buf);
+                }
+            }
+            self.batch = batch;
+        }
+    }
+
+    /// Writes a call's feed to files in `dir` until its `session.stop`, polling every `poll`
+    /// ([`Self::pump`] each time). The engine does not use it: there the call's sink thread
+    /// pumps the feed after each drain, so a file feed costs no thread and no wake-ups of its
+    /// own. Errors are logged.
     pub fn run(dir: &Path, feed: &FeedHandle, poll: std::time::Duration) {
         let mut file = match Self::create(dir) {
             Ok(f) => f,
@@ -484,39 +536,11 @@ impl FileFeed {
                 return;
             }
         };
-        let mut batch = Vec::new();
-        let mut written = Vec::new();
-        loop {
-            let mut stopped = false;
-            loop {
-                feed.update_quiet(|f| {
-                    for buf in written.drain(..) {
-                        f.recycle(buf);
-                    }
-                    f.take_messages(&mut batch);
-                });
-                if batch.is_empty() {
-                    break;
-                }
-                for m in batch.drain(..) {
-                    if let FeedMessage::Text(t) = &m {
-                        stopped |= t.contains("\"session.stop\"");
-                    }
-                    if let Err(e) = file.write(&m) {
-                        tracing::warn!(error = %e, "transcription file feed write");
-                    }
-                    if let FeedMessage::Audio(buf) = m {
-                        written.push(buf);
-                    }
-                }
-            }
-            if stopped {
-                if let Err(e) = file.finish() {
-                    tracing::warn!(error = %e, "transcription file feed close");
-                }
-                return;
-            }
+        while !file.pump(feed).stopped {
             std::thread::sleep(poll);
+        }
+        if let Err(e) = file.finish() {
+            tracing::warn!(error = %e, "transcription file feed close");
         }
     }
 

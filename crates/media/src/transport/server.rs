@@ -92,7 +92,8 @@ pub struct MediaServerConfig {
     pub send: SendConfig,
     /// Grid the handler's wake-ups are coalesced on ([`MediaHandler::next_wakeup`]): each
     /// requested instant is rounded up to the next multiple of this step (counted from the
-    /// media thread's start), the 10 ms tick falls on the same grid, and `on_tick` runs at most
+    /// process's grid origin, [`crate::sched::grid_epoch`], which the sink threads' waits
+    /// share, so their wake-ups fall on the media thread's), the 10 ms tick falls on the same grid, and `on_tick` runs at most
     /// once per step. This is the bound on the latency the coalescing adds to a frame due
     /// between ticks, and caps handler wake-ups at `1 s / wake_grid` (+ the 10 ms tick)
     /// however many calls have distinct deadlines. While datagrams arrive densely the socket
@@ -934,7 +935,7 @@ impl ServerLoop {
         if !timer.is_precise() {
             tracing::debug!("no timerfd: wake-ups have tokio's 1 ms granularity");
         }
-        let mut grid = WakeGrid::new(Instant::now(), self.config.wake_grid);
+        let mut grid = WakeGrid::new(crate::sched::grid_epoch(), self.config.wake_grid);
         let mut pacer = ReadPacer::default();
         if !self.register() {
             // No poller for the socket: read it on the grid (or every millisecond) for good.
