@@ -1009,6 +1009,8 @@ async fn run_step(
         recording_bytes: disk_bytes.map(|(r, _)| r),
         feed_bytes: disk_bytes.map(|(_, f)| f),
         core_busy: procfs::busy_between(&cores1, &cores2),
+        core_interrupts: procfs::share_between(&cores1, &cores2, |t| t.interrupts),
+        core_steal: procfs::share_between(&cores1, &cores2, |t| t.steal),
         warnings: Vec::new(),
     };
     step.setup.phases = phases.summary();

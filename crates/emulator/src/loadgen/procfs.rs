@@ -178,8 +178,22 @@ pub fn cpu_between(a: &Snapshot, b: &Snapshot, ticks_per_sec: u64) -> CpuUse {
     }
 }
 
-/// Per-CPU `(busy, total)` jiffies from `/proc/stat` (busy = all but idle and iowait).
-pub fn parse_cpu_times(stat: &str) -> BTreeMap<usize, (u64, u64)> {
+/// One CPU's time from `/proc/stat`, in jiffies since boot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// All but idle and iowait (user, nice, system, irq, softirq, steal).
+    pub busy: u64,
+    /// Everything (the first eight fields; guest time is inside user).
+    pub total: u64,
+    /// Interrupt handling: irq + softirq. On the bot's CPU this is mostly loopback receive
+    /// processing of the bot's own sends and disk completions, not the bot's threads.
+    pub interrupts: u64,
+    /// Steal: the hypervisor ran something else while this virtual CPU wanted to run.
+    pub steal: u64,
+}
+
+/// Per-CPU [`CpuTimes`] from the text of `/proc/stat`.
+pub fn parse_cpu_times(stat: &str) -> BTreeMap<usize, CpuTimes> {
     let mut out = BTreeMap::new();
     for line in stat.lines() {
         let mut it = line.split_whitespace();
@@ -195,15 +209,24 @@ pub fn parse_cpu_times(stat: &str) -> BTreeMap<usize, (u64, u64)> {
             continue;
         }
         // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let field = |i: usize| v.get(i).copied().unwrap_or(0);
         let total: u64 = v.iter().take(8).sum();
-        let idle = v[3] + v[4];
-        out.insert(n, (total - idle, total));
+        let idle = field(3) + field(4);
+        out.insert(
+            n,
+            CpuTimes {
+                busy: total - idle,
+                total,
+                interrupts: field(5) + field(6),
+                steal: field(7),
+            },
+        );
     }
     out
 }
 
 /// [`parse_cpu_times`] of this machine now (empty when unreadable).
-pub fn cpu_times() -> BTreeMap<usize, (u64, u64)> {
+pub fn cpu_times() -> BTreeMap<usize, CpuTimes> {
     std::fs::read_to_string("/proc/stat")
         .map(|s| parse_cpu_times(&s))
         .unwrap_or_default()
@@ -211,14 +234,24 @@ pub fn cpu_times() -> BTreeMap<usize, (u64, u64)> {
 
 /// Busy fraction per CPU between two [`cpu_times`] readings.
 pub fn busy_between(
-    a: &BTreeMap<usize, (u64, u64)>,
-    b: &BTreeMap<usize, (u64, u64)>,
+    a: &BTreeMap<usize, CpuTimes>,
+    b: &BTreeMap<usize, CpuTimes>,
+) -> BTreeMap<usize, f64> {
+    share_between(a, b, |t| t.busy)
+}
+
+/// The fraction of each CPU's time between two [`cpu_times`] readings that `part` counts
+/// (e.g. `|t| t.steal`).
+pub fn share_between(
+    a: &BTreeMap<usize, CpuTimes>,
+    b: &BTreeMap<usize, CpuTimes>,
+    part: impl Fn(&CpuTimes) -> u64,
 ) -> BTreeMap<usize, f64> {
     b.iter()
-        .filter_map(|(cpu, (busy, total))| {
-            let (b0, t0) = a.get(cpu)?;
-            let dt = total.checked_sub(*t0)?;
-            (dt > 0).then(|| (*cpu, busy.saturating_sub(*b0) as f64 / dt as f64))
+        .filter_map(|(cpu, t1)| {
+            let t0 = a.get(cpu)?;
+            let dt = t1.total.checked_sub(t0.total)?;
+            (dt > 0).then(|| (*cpu, part(t1).saturating_sub(part(t0)) as f64 / dt as f64))
         })
         .collect()
 }
@@ -341,16 +374,23 @@ mod tests {
     #[test]
     fn per_cpu_busy_from_proc_stat() {
         let a = parse_cpu_times(
-            "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\nintr 1\n",
+            "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 1 2 3 0 0\nintr 1\n",
         );
         let b = parse_cpu_times(
-            "cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 55 0 5 90 0 0 0 0 0 0\ncpu1 5 0 5 140 0 0 0 0 0 0\n",
+            "cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 55 0 5 90 0 0 0 0 0 0\ncpu1 5 0 5 120 0 11 12 23 0 0\n",
         );
-        assert_eq!(a[&0], (10, 50));
+        assert_eq!(a[&0].busy, 10);
+        assert_eq!(a[&0].total, 50);
+        assert_eq!((a[&1].interrupts, a[&1].steal), (3, 3));
         let busy = busy_between(&a, &b);
         assert!((busy[&0] - 0.5).abs() < 1e-9);
-        assert!(busy[&1].abs() < 1e-9);
+        // cpu1: 120 jiffies passed, 80 idle, 20 in irq + softirq, 20 stolen.
+        assert!((busy[&1] - 40.0 / 120.0).abs() < 1e-9);
         assert_eq!(busy.len(), 2);
+        let irq = share_between(&a, &b, |t| t.interrupts);
+        let steal = share_between(&a, &b, |t| t.steal);
+        assert!((irq[&1] - 20.0 / 120.0).abs() < 1e-9 && irq[&0].abs() < 1e-9);
+        assert!((steal[&1] - 20.0 / 120.0).abs() < 1e-9);
     }
 
     #[test]

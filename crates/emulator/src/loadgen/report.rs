@@ -476,6 +476,11 @@ pub struct StepResult {
     /// Busy fraction of every CPU in the steady window (`/proc/stat`), by CPU number: the bot's
     /// CPU busy beyond the bot's own use is other processes taking its core.
     pub core_busy: BTreeMap<usize, f64>,
+    /// Of that, interrupt handling (irq + softirq), by CPU: on the bot's CPU mostly the
+    /// loopback receive path of the bot's own sends and disk completions.
+    pub core_interrupts: BTreeMap<usize, f64>,
+    /// Of that, steal (the hypervisor ran something else on this virtual CPU), by CPU.
+    pub core_steal: BTreeMap<usize, f64>,
     /// Conditions that make this step's figures doubtful (e.g. other processes starving the
     /// generator), without breaking it.
     pub warnings: Vec<String>,
@@ -505,9 +510,14 @@ impl StepResult {
         {
             let others = busy - cpu.process_cores;
             if others > 0.1 {
+                let share = |m: &BTreeMap<usize, f64>| {
+                    bot_cpu.and_then(|c| m.get(&c)).map_or(0.0, |v| v * 100.0)
+                };
                 w.push(format!(
-                    "other processes took {:.0}% of the bot's CPU",
-                    others * 100.0
+                    "other processes took {:.0}% of the bot's CPU (interrupt handling {:.0}%, host steal {:.0}%)",
+                    others * 100.0,
+                    share(&self.core_interrupts),
+                    share(&self.core_steal),
                 ));
             }
         }
@@ -944,6 +954,23 @@ fn write_wakes(o: &mut String, r: &LoadtestReport) {
     }
 }
 
+/// The bot's CPU busy beyond the bot's own use, % of the core, with its interrupt handling and
+/// steal shares when `/proc/stat` had them: "7.1 (irq 5.2, steal 0.1)".
+fn others_on_bot_cpu(st: &StepResult, bot_cpu: Option<usize>) -> String {
+    let Some((busy, cpu)) = bot_cpu
+        .and_then(|c| st.core_busy.get(&c))
+        .zip(st.bot_cpu.as_ref())
+    else {
+        return "–".to_owned();
+    };
+    let others = ((busy - cpu.process_cores) * 100.0).max(0.0);
+    let share = |m: &BTreeMap<usize, f64>| bot_cpu.and_then(|c| m.get(&c)).map(|v| v * 100.0);
+    match (share(&st.core_interrupts), share(&st.core_steal)) {
+        (Some(i), Some(t)) => format!("{others:.1} (irq {i:.1}, steal {t:.1})"),
+        _ => format!("{others:.1}"),
+    }
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.digits$}"))
 }
@@ -1005,7 +1032,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
     let _ = writeln!(o, "\n## Sweep\n");
     let _ = writeln!(
         o,
-        "| streams | calls | bot CPU % | others on bot CPU % | CPU/stream % | × floor ({}) | media thread % | RSS MiB | KiB/stream | gen CPU % | gen µs/pkt | received | lost | concealed | ring drops | frames/stream min | setup p50 ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| streams | calls | bot CPU % | others on bot CPU % (irq, steal) | CPU/stream % | × floor ({}) | media thread % | RSS MiB | KiB/stream | gen CPU % | gen µs/pkt | received | lost | concealed | ring drops | frames/stream min | setup p50 ms | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         r.floor.as_ref().map_or_else(
             || format!("{} kHz", f64::from(s.bot_decode_rate_hz) / 1000.0),
             |f| format!("{} kHz", f64::from(f.rate_hz) / 1000.0)
@@ -1021,14 +1048,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
             st.streams_connected,
             st.calls_joined,
             opt(cpu.map(|c| c.process_cores * 100.0), 1),
-            opt(
-                r.settings
-                    .bot_cpu
-                    .and_then(|c| st.core_busy.get(&c))
-                    .zip(cpu)
-                    .map(|(b, c)| ((b - c.process_cores) * 100.0).max(0.0)),
-                1
-            ),
+            others_on_bot_cpu(st, r.settings.bot_cpu),
             opt(st.bot_cores_per_stream.map(|c| c * 100.0), 3),
             opt(
                 st.bot_cores_per_stream
@@ -1512,6 +1532,8 @@ mod tests {
             recording_bytes: None,
             feed_bytes: None,
             core_busy: BTreeMap::from([(0, 0.9), (1, 0.5)]),
+            core_interrupts: BTreeMap::from([(0, 0.02), (1, 0.04)]),
+            core_steal: BTreeMap::from([(0, 0.0), (1, 0.01)]),
             warnings: Vec::new(),
         }
     }
