@@ -126,10 +126,15 @@ pub struct WakeCost {
     pub us_per_wake: f64,
     /// The CPU they ran on, when pinning worked.
     pub cpu: Option<usize>,
+    /// The threads woke at the same instants (one timer interrupt for all) rather than on
+    /// phases spread evenly over the sleep.
+    pub common_phase: bool,
 }
 
 /// Measures [`WakeCost`] with `threads` threads pinned to `cpu`, each sleeping `sleep`
-/// `wakes_each` times.
+/// `wakes_each` times to absolute deadlines: all on one phase with `common_phase` (as threads
+/// waiting on a shared grid do), else on phases spread evenly over the sleep (as threads that
+/// each keep their own timer do).
 ///
 /// # Errors
 /// A thread could not start or panicked.
@@ -138,16 +143,28 @@ pub fn wake_cost(
     threads: usize,
     sleep: std::time::Duration,
     wakes_each: u32,
+    common_phase: bool,
 ) -> Result<WakeCost, String> {
-    let handles = (0..threads.max(1))
+    let n = threads.max(1);
+    // A little time for every thread to start before the first deadline.
+    let origin = std::time::Instant::now() + sleep;
+    let handles = (0..n)
         .map(|i| {
+            let offset = if common_phase {
+                std::time::Duration::ZERO
+            } else {
+                sleep.mul_f64(i as f64 / n as f64)
+            };
             std::thread::Builder::new()
                 .name(format!("wake-probe-{i}"))
                 .spawn(move || {
                     let pinned = cpu.filter(|c| super::procfs::pin_thread(0, *c).is_ok());
                     let start = thread_cpu_secs();
-                    for _ in 0..wakes_each {
-                        std::thread::sleep(sleep);
+                    for k in 1..=wakes_each {
+                        let deadline = origin + offset + sleep * k;
+                        std::thread::sleep(
+                            deadline.saturating_duration_since(std::time::Instant::now()),
+                        );
                     }
                     (thread_cpu_secs() - start, pinned)
                 })
@@ -161,13 +178,14 @@ pub fn wake_cost(
         secs += s;
         pinned = pinned.and(p);
     }
-    let wakes = threads.max(1) as u64 * u64::from(wakes_each);
+    let wakes = n as u64 * u64::from(wakes_each);
     Ok(WakeCost {
-        threads: threads.max(1),
+        threads: n,
         sleep_us: sleep.as_micros() as u64,
         wakes,
         us_per_wake: secs * 1e6 / wakes.max(1) as f64,
         cpu: pinned,
+        common_phase,
     })
 }
 
@@ -218,11 +236,14 @@ mod tests {
 
     #[test]
     fn a_wake_up_costs_some_cpu_and_the_units_add_up() {
-        let w = wake_cost(None, 2, std::time::Duration::from_millis(1), 20).unwrap();
-        assert_eq!(w.wakes, 40);
-        assert_eq!(w.sleep_us, 1000);
-        // Some CPU, and far less than the sleep itself.
-        assert!(w.us_per_wake > 0.0 && w.us_per_wake < 1000.0, "{w:?}");
+        for common in [false, true] {
+            let w = wake_cost(None, 2, std::time::Duration::from_millis(1), 20, common).unwrap();
+            assert_eq!(w.wakes, 40);
+            assert_eq!(w.sleep_us, 1000);
+            assert_eq!(w.common_phase, common);
+            // Some CPU, and far less than the sleep itself.
+            assert!(w.us_per_wake > 0.0 && w.us_per_wake < 1000.0, "{w:?}");
+        }
     }
 
     #[test]

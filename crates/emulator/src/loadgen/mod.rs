@@ -523,19 +523,23 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         floor_at(48_000)
     };
     // What a timer wake-up costs on the bot's core (the bot idle): 8 threads, 20 ms sleeps,
-    // as the per-call sink threads do; 0.5 s.
-    let wake_cost = if args.floor_secs > 0.0 {
+    // as the per-call sink threads do, on staggered phases and then on one common phase (the
+    // sink threads share the media thread's grid); 0.5 s each.
+    let mut wake_at = |common: bool| {
+        if args.floor_secs <= 0.0 {
+            return None;
+        }
         progress.line("wake-up cost on the bot's core");
-        match floor::wake_cost(bot_cpu, 8, Duration::from_millis(20), 25) {
+        match floor::wake_cost(bot_cpu, 8, Duration::from_millis(20), 25, common) {
             Ok(w) => Some(w),
             Err(e) => {
                 notes.push(format!("wake-up cost: {e}"));
                 None
             }
         }
-    } else {
-        None
     };
+    let wake_cost = wake_at(false);
+    let wake_cost_common = wake_at(true);
     let mut peers = Vec::new();
     if !args.peer_streams.is_empty() {
         progress.line("independent peer: aiortc receiver");
@@ -575,6 +579,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
         floor,
         floor_48k,
         wake_cost,
+        wake_cost_common,
         peers,
         targets: Vec::new(),
         notes,

@@ -50,8 +50,11 @@ pub struct LoadtestReport {
     /// The same at 48 kHz, for reference, when the bot decodes at another rate (else null:
     /// `floor` is the 48 kHz one).
     pub floor_48k: Option<Floor>,
-    /// CPU per timer wake-up on the bot's core (see [`WakeCost`]).
+    /// CPU per timer wake-up on the bot's core, threads on staggered phases (see
+    /// [`WakeCost`]): the price the report's wake-up estimate uses.
     pub wake_cost: Option<WakeCost>,
+    /// The same with every thread on one phase.
+    pub wake_cost_common: Option<WakeCost>,
     /// The independent receiver (aiortc), per stream count.
     pub peers: Vec<PeerResult>,
     /// Each target of issue 7 against what was measured.
@@ -918,11 +921,15 @@ fn write_wakes(o: &mut String, r: &LoadtestReport) {
         cost.map_or(
             "The machine's cost of a wake-up was not measured.".to_owned(),
             |w| format!(
-                "A timer wake-up costs {:.1} µs of CPU on the bot's core ({} threads sleeping {} ms, \
-                 bot idle); the estimate is wake-ups/s x that.",
+                "A timer wake-up costs {:.1} µs of CPU on the bot's core ({} threads sleeping {} ms \
+                 on staggered phases, bot idle{}); the estimate is wake-ups/s x that.",
                 w.us_per_wake,
                 w.threads,
-                w.sleep_us / 1000
+                w.sleep_us / 1000,
+                r.wake_cost_common.as_ref().map_or(String::new(), |c| format!(
+                    "; {:.1} µs when they wake on one common phase",
+                    c.us_per_wake
+                ))
             )
         )
     );
@@ -1595,6 +1602,7 @@ mod tests {
             floor: Some(floor(48_000, 50.0)),
             floor_48k: None,
             wake_cost: None,
+            wake_cost_common: None,
             peers: Vec::new(),
             targets: Vec::new(),
             notes: Vec::new(),
@@ -1713,6 +1721,7 @@ mod tests {
             wakes: 200,
             us_per_wake: 20.0,
             cpu: Some(1),
+            common_phase: false,
         });
         for st in &mut r.steps {
             let c = st.bot_cpu.as_mut().unwrap();
@@ -1728,6 +1737,21 @@ mod tests {
         assert!(
             md.contains("| 100 | 2000 | 1000 | 500 | 400 | 100 | 4.0 | 40 |"),
             "{md}"
+        );
+        assert!(!md.contains("common phase"), "not measured, not claimed");
+        r.wake_cost_common = Some(WakeCost {
+            us_per_wake: 11.5,
+            common_phase: true,
+            ..r.wake_cost.clone().unwrap()
+        });
+        let md = markdown(&r);
+        assert!(
+            md.contains("staggered phases, bot idle; 11.5 µs when they wake on one common phase"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 4.0 | 40 |"),
+            "the estimate keeps the staggered price"
         );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(
