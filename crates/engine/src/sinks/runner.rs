@@ -512,6 +512,58 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A sink thread with a transcription feed to files in `dir`, no recorder; stopped at once.
+    fn run_feed_only(dir: std::path::PathBuf) -> (SinkOutcome, FeedHandle) {
+        use crate::sinks::transcription::{FeedState, VadConfig};
+        let feed = FeedHandle::new(FeedState::new("call-f", VadConfig::default(), 1, 4));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = spawn(
+            "feed",
+            SinkSet {
+                recorder: None,
+                feed: Some(feed.clone()),
+                feed_dir: Some(dir),
+                rate: 48_000,
+                errors: Arc::new(AtomicU64::new(0)),
+                on_first_frame: None,
+            },
+            rx,
+            SinkScheduling::Batch,
+        )
+        .unwrap();
+        tx.send(SinkControl::Stop(serde_json::Value::Null)).unwrap();
+        (t.join().unwrap(), feed)
+    }
+
+    #[test]
+    fn the_sink_thread_writes_a_file_feed_to_its_end() {
+        let dir = std::env::temp_dir().join(format!("mediabot-runner-feed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (out, feed) = run_feed_only(dir.clone());
+        assert_eq!(out.feed_write_errors, 0);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let text = std::fs::read_to_string(dir.join("transcript.jsonl")).unwrap();
+        let last = text.lines().last().unwrap();
+        assert!(last.contains("\"session.stop\""), "complete: {text}");
+        // Everything the feed queued was taken.
+        let mut left = Vec::new();
+        feed.update_quiet(|f| f.take_messages(&mut left));
+        assert!(left.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_feed_folder_that_cannot_be_made_leaves_the_call_running() {
+        // Under a regular file: creating the folder fails.
+        let file =
+            std::env::temp_dir().join(format!("mediabot-runner-nofeed-{}", std::process::id()));
+        std::fs::write(&file, b"x").unwrap();
+        let (out, _) = run_feed_only(file.join("feed"));
+        assert_eq!(out.feed_write_errors, 0, "nothing was tried");
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let _ = std::fs::remove_file(&file);
+    }
+
     #[test]
     fn a_write_error_is_counted_in_the_metric_and_media_goes_on() {
         use crate::sinks::recorder::RecorderConfig;
