@@ -115,6 +115,8 @@ pub struct LocalBot {
     pub wake_grid_us: Option<u64>,
     /// What the bot records.
     pub recording: BotRecording,
+    /// `recording.fsync_interval_secs` for the bot, when set (0: sync only at close).
+    pub fsync_interval_secs: Option<u64>,
 }
 
 /// The generated `mediabot.toml` text.
@@ -131,7 +133,7 @@ pub fn config_toml(
          [server]\nlisten = {listen}\npublic_url = {public}\nbehind_tls_proxy = true\nshutdown_grace_secs = 2\n\n\
          [graph]\ntenant_id = {tenant}\nclient_id = {client}\nbase_url = {graph}\nauthority = {auth}\nopenid_metadata_url = {oid}\n\n\
          [media]\nudp_port = {udp}\nbind_ip = {bind}\nmax_calls = 2000\nmax_streams_per_call = {mspc}\n{media_extra}\n\
-         [recording]\n{rec_keys}dir = {rec}\n\n\
+         [recording]\n{rec_keys}{fsync}dir = {rec}\n\n\
          [transcription]\nfile_dir = {tr}\nreconnect_buffer_secs = 10\n{extra}",
         listen = q(&bot.http.to_string()),
         public = q(&bot
@@ -147,6 +149,9 @@ pub fn config_toml(
         udp = bot.udp_port,
         mspc = bot.max_streams_per_call.max(1),
         rec_keys = bot.recording.toml_keys(),
+        fsync = bot
+            .fsync_interval_secs
+            .map_or(String::new(), |s| format!("fsync_interval_secs = {s}\n")),
         rec = q(&recordings.to_string_lossy()),
         tr = q(&transcripts.to_string_lossy()),
         extra = bot.extra_toml.as_deref().unwrap_or(""),
@@ -527,6 +532,7 @@ mod tests {
             realtime_priority: Some(10),
             wake_grid_us: None,
             recording: BotRecording::Wav,
+            fsync_interval_secs: Some(0),
         }
     }
 
@@ -553,6 +559,7 @@ mod tests {
         assert_eq!(v["media"]["bind_ip"].as_str(), Some("127.0.0.1"));
         assert_eq!(v["graph"]["client_id"].as_str(), Some("cid"));
         assert_eq!(v["recording"]["dir"].as_str(), Some("/r \"q\""));
+        assert_eq!(v["recording"]["fsync_interval_secs"].as_integer(), Some(0));
         assert_eq!(
             v["server"]["public_url"].as_str(),
             Some("http://127.0.0.1:9000")
@@ -577,6 +584,7 @@ mod tests {
         for (mode, enabled, ogg, wav, rate) in cases {
             let mut bot = local_bot();
             bot.recording = mode;
+            bot.fsync_interval_secs = None;
             let t = config_toml(&bot, &app(), &endpoints(), Path::new("/r"), Path::new("/t"));
             let v: toml::Value = toml::from_str(&t).unwrap();
             let rec = v["recording"].as_table().unwrap();
@@ -592,6 +600,10 @@ mod tests {
                 "{mode:?}"
             );
             assert_eq!(rec["dir"].as_str(), Some("/r"), "{mode:?}");
+            assert!(
+                rec.get("fsync_interval_secs").is_none(),
+                "unset: the default"
+            );
             assert_eq!(
                 rec.len(),
                 1 + [Some(enabled), ogg, wav].iter().flatten().count()

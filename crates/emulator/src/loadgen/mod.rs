@@ -183,6 +183,11 @@ pub struct LoadtestArgs {
     /// floor is measured at the bot's decode rate.
     #[arg(long, value_enum, default_value_t = BotRecording::Wav)]
     pub bot_recording: BotRecording,
+    /// Spawned bot: `recording.fsync_interval_secs` (seconds between `fdatasync`s of each open
+    /// recording file; 0 syncs only at close). Unset: the bot's default, 5. What durability
+    /// costs: on a VM each sync is a journal commit and a cache flush through the hypervisor.
+    #[arg(long)]
+    pub bot_fsync_secs: Option<u64>,
 }
 
 impl Default for LoadtestArgs {
@@ -310,6 +315,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             realtime_priority: args.bot_realtime_priority,
             wake_grid_us: args.bot_wake_grid_us,
             recording: args.bot_recording,
+            fsync_interval_secs: args.bot_fsync_secs,
         };
         let text = bot::config_toml(
             &lb,
@@ -349,6 +355,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             realtime_priority: args.bot_realtime_priority,
             wake_grid_us: args.bot_wake_grid_us,
             recording: args.bot_recording,
+            fsync_interval_secs: args.bot_fsync_secs,
         };
         progress.line(&format!("starting bot {}", exe.display()));
         let p = BotProcess::spawn(&lb, &app, &ep, &operator_token).map_err(|e| anyhow!(e))?;

@@ -157,6 +157,8 @@ pub struct Settings {
     pub bot_wake_grid_us: Option<u64>,
     /// What the bot records (`--bot-recording`: wav, wav+ogg, ogg, off).
     pub bot_recording: super::BotRecording,
+    /// The spawned bot's `recording.fsync_interval_secs` (None: the bot's default, 5).
+    pub bot_fsync_secs: Option<u64>,
     /// The rate the bot decodes each stream at in that mode, Hz.
     pub bot_decode_rate_hz: u32,
 }
@@ -183,6 +185,7 @@ impl Settings {
             bot_realtime_priority: a.bot_realtime_priority,
             bot_wake_grid_us: a.bot_wake_grid_us,
             bot_recording: a.bot_recording,
+            bot_fsync_secs: a.bot_fsync_secs,
             bot_decode_rate_hz: a.bot_recording.decode_rate_hz(),
             bot_work: format!(
                 "WHIP/DTLS-SRTP in, jitter buffer, Opus decode at {} kHz, {}, 16 kHz per-speaker transcription feed to files",
@@ -1003,7 +1006,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
     let s = &r.settings;
     let _ = writeln!(
         o,
-        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}. Bot recording: `{}` (decodes at {} kHz). Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
+        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}. Bot recording: `{}` (decodes at {} kHz), files synced {}. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
         s.bot_cpu.map_or("–".into(), |c| c.to_string()),
         s.generator_cpu.map_or("–".into(), |c| c.to_string()),
         s.speakers_per_call,
@@ -1015,6 +1018,11 @@ pub fn markdown(r: &LoadtestReport) -> String {
             .map_or("default".into(), |us| format!("{us} µs")),
         s.bot_recording.name(),
         f64::from(s.bot_decode_rate_hz) / 1000.0,
+        match s.bot_fsync_secs {
+            None => "every 5 s (the default)".to_owned(),
+            Some(0) => "only at close".to_owned(),
+            Some(n) => format!("every {n} s"),
+        },
         s.bot_work,
         r.packets.count,
         r.packets.bitrate,
@@ -1639,6 +1647,7 @@ mod tests {
         );
         assert!(!t.measured.contains("reference"), "{t:?}");
         assert!(md.contains("`wav` (decodes at 48 kHz)"), "{md}");
+        assert!(md.contains("files synced every 5 s (the default)"), "{md}");
         assert!(md.contains("× floor (48 kHz)"), "{md}");
         assert!(!md.contains("## Disk"), "no step measured its bytes");
     }
