@@ -25,19 +25,23 @@ pub fn grid_epoch() -> Instant {
 /// The first point of the process's `step` grid ([`grid_epoch`]) strictly after `now`; `now`
 /// itself with a zero step.
 pub fn next_grid_point(now: Instant, step: Duration) -> Instant {
+    next_point_after(grid_epoch(), now, step)
+}
+
+/// The first point of the grid `epoch + k * step` (any integer `k`) strictly after `t`; `t`
+/// itself with a zero step. Before `epoch` the grid extends backwards (an instant read before
+/// another thread fixed the origin). Far-out points saturate at 584 years (u64 nanoseconds).
+pub fn next_point_after(epoch: Instant, t: Instant, step: Duration) -> Instant {
     let step_ns = step.as_nanos();
     if step_ns == 0 {
-        return now;
+        return t;
     }
-    let epoch = grid_epoch();
-    // u64 nanoseconds last 584 years: a grid point that far out saturates.
     let nanos = |n: u128| Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX));
-    if now < epoch {
-        // `now` was read before another thread fixed the origin: the grid extends backwards.
-        let back = (epoch - now).as_nanos();
+    if t < epoch {
+        let back = (epoch - t).as_nanos();
         return epoch - nanos((back - 1) / step_ns * step_ns);
     }
-    let since = (now - epoch).as_nanos();
+    let since = (t - epoch).as_nanos();
     epoch + nanos((since / step_ns + 1).saturating_mul(step_ns))
 }
 

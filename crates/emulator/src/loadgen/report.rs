@@ -516,14 +516,11 @@ impl StepResult {
         {
             let others = busy - cpu.process_cores;
             if others > 0.1 {
-                let share = |m: &BTreeMap<usize, f64>| {
-                    bot_cpu.and_then(|c| m.get(&c)).map_or(0.0, |v| v * 100.0)
-                };
                 w.push(format!(
                     "other processes took {:.0}% of the bot's CPU (interrupt handling {:.0}%, host steal {:.0}%)",
                     others * 100.0,
-                    share(&self.core_interrupts),
-                    share(&self.core_steal),
+                    core_percent(&self.core_interrupts, bot_cpu).unwrap_or(0.0),
+                    core_percent(&self.core_steal, bot_cpu).unwrap_or(0.0),
                 ));
             }
         }
@@ -964,6 +961,11 @@ fn write_wakes(o: &mut String, r: &LoadtestReport) {
     }
 }
 
+/// `cpu`'s entry of a per-CPU fraction map, in %.
+fn core_percent(m: &BTreeMap<usize, f64>, cpu: Option<usize>) -> Option<f64> {
+    cpu.and_then(|c| m.get(&c)).map(|v| v * 100.0)
+}
+
 /// The bot's CPU busy beyond the bot's own use, % of the core, with its interrupt handling and
 /// steal shares when `/proc/stat` had them: "7.1 (irq 5.2, steal 0.1)".
 fn others_on_bot_cpu(st: &StepResult, bot_cpu: Option<usize>) -> String {
@@ -974,8 +976,10 @@ fn others_on_bot_cpu(st: &StepResult, bot_cpu: Option<usize>) -> String {
         return "–".to_owned();
     };
     let others = ((busy - cpu.process_cores) * 100.0).max(0.0);
-    let share = |m: &BTreeMap<usize, f64>| bot_cpu.and_then(|c| m.get(&c)).map(|v| v * 100.0);
-    match (share(&st.core_interrupts), share(&st.core_steal)) {
+    match (
+        core_percent(&st.core_interrupts, bot_cpu),
+        core_percent(&st.core_steal, bot_cpu),
+    ) {
         (Some(i), Some(t)) => format!("{others:.1} (irq {i:.1}, steal {t:.1})"),
         _ => format!("{others:.1}"),
     }

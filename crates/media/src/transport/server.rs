@@ -849,13 +849,7 @@ impl WakeGrid {
 
     /// The first grid point strictly after `t` (`t` itself with a zero step).
     fn next_after(&self, t: Instant) -> Instant {
-        if self.step.is_zero() {
-            return t;
-        }
-        if t < self.epoch {
-            return self.epoch;
-        }
-        self.at(self.split(t).0 + 1)
+        crate::sched::next_point_after(self.epoch, t, self.step)
     }
 
     /// The first grid point at or after `t` (`t` itself with a zero step).
