@@ -224,10 +224,17 @@ impl ReplayMedia {
         ssrcs: &[u32],
         times: Option<&mut SetupTimes>,
     ) -> Result<Live, String> {
-        let socket = UdpSocket::bind("127.0.0.1:0")
-            .await
+        // One socket, two handles: the std one (kept; the pacer sends on its descriptor) and a
+        // runtime-registered duplicate for the handshake, dropped once the session is up
+        // (see `control`).
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .map_err(|e| format!("bind: {e}"))?;
         let local = socket.local_addr().map_err(|e| format!("bind: {e}"))?;
+        let polled = socket
+            .try_clone()
+            .and_then(UdpSocket::from_std)
+            .map_err(|e| format!("bind: {e}"))?;
         let t_offer = Instant::now();
         let peer = WhipClientPeer::connect(whip, token, ssrcs, local, Duration::from_secs(10))
             .await
@@ -241,6 +248,7 @@ impl ReplayMedia {
             key.to_owned(),
             Arc::clone(&peer),
             Arc::clone(&socket),
+            polled,
             state_tx,
             stop_rx,
             self.pacer.clone(),
@@ -316,7 +324,7 @@ impl ReplayMedia {
 /// A live WHIP session: its peer and socket (shared with the pacer) and its control task.
 struct Live {
     peer: Arc<Mutex<WhipClientPeer>>,
-    socket: Arc<UdpSocket>,
+    socket: Arc<std::net::UdpSocket>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -331,26 +339,40 @@ impl Live {
     }
 }
 
+/// How often a connected session's socket is read: the bot's datagrams to the generator
+/// (its RTP, 50 a second per call, and RTCP) wait at most this long.
+const CONNECTED_POLL: Duration = Duration::from_millis(20);
+
 /// Drives one session's ICE, DTLS and RTCP on its socket until told to stop (or the stop
 /// handle is dropped); then takes the streams off the pacer, waits until the pacer no longer
 /// uses the socket, closes the peer and `DELETE`s the WHIP resource.
+///
+/// Until the session is up, `polled` (the socket registered with the runtime) wakes the task
+/// on each datagram. Once it is up, `polled` is dropped, which takes the socket off the
+/// runtime's poller, and the socket is read every [`CONNECTED_POLL`] instead. Why: on
+/// loopback the sender of a datagram pays for waking its receiver (in the kernel's send path,
+/// an inter-processor interrupt when the receiver sleeps on another core), so a generator
+/// woken by every datagram the bot sends charged the bot ~75 µs per send on this VM
+/// (`docs/performance.md`). A real network card charges the bot nothing of the kind.
 async fn control(
     key: String,
     peer: Arc<Mutex<WhipClientPeer>>,
-    socket: Arc<UdpSocket>,
+    socket: Arc<std::net::UdpSocket>,
+    polled: UdpSocket,
     state: watch::Sender<ClientState>,
     mut stop: oneshot::Receiver<()>,
     pacer: std::sync::mpsc::Sender<PacerCmd>,
 ) {
+    let mut polled = Some(polled);
     let mut buf = vec![0u8; 2048];
     let mut out = Vec::with_capacity(2048);
     let drain = |p: &mut WhipClientPeer, out: &mut Vec<u8>| {
         while let Some(to) = p.poll_transmit(out) {
-            let _ = socket.try_send_to(out, to);
+            let _ = socket.send_to(out, to);
         }
     };
     loop {
-        let deadline = {
+        let (deadline, connected) = {
             let Ok(mut p) = peer.lock() else { break };
             drain(&mut p, &mut out);
             let s = p.state();
@@ -362,20 +384,42 @@ async fn control(
             // The pacer's writes may arm earlier timers (reports): look again at least every
             // 200 ms.
             let cap = Instant::now() + Duration::from_millis(200);
-            p.poll_timeout().map_or(cap, |t| t.min(cap))
+            (
+                p.poll_timeout().map_or(cap, |t| t.min(cap)),
+                s == ClientState::Connected,
+            )
         };
-        tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                if let (Ok((n, from)), Ok(mut p)) = (r, peer.lock()) {
-                    p.handle_datagram(Instant::now(), from, &buf[..n]);
+        if connected {
+            polled = None;
+        }
+        if let Some(sock) = &polled {
+            tokio::select! {
+                r = sock.recv_from(&mut buf) => {
+                    if let (Ok((n, from)), Ok(mut p)) = (r, peer.lock()) {
+                        p.handle_datagram(Instant::now(), from, &buf[..n]);
+                    }
                 }
-            }
-            () = tokio::time::sleep_until(deadline.into()) => {
-                if let Ok(mut p) = peer.lock() {
-                    p.handle_timeout(Instant::now());
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    if let Ok(mut p) = peer.lock() {
+                        p.handle_timeout(Instant::now());
+                    }
                 }
+                _ = &mut stop => break,
             }
-            _ = &mut stop => break,
+        } else {
+            let wake = deadline.min(Instant::now() + CONNECTED_POLL);
+            tokio::select! {
+                () = tokio::time::sleep_until(wake.into()) => {}
+                _ = &mut stop => break,
+            }
+            let Ok(mut p) = peer.lock() else { break };
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                p.handle_datagram(Instant::now(), from, &buf[..n]);
+            }
+            let now = Instant::now();
+            if p.poll_timeout().is_some_and(|t| t <= now) {
+                p.handle_timeout(now);
+            }
         }
     }
     let (tx, rx) = oneshot::channel();
