@@ -257,6 +257,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
             feed_dir: feed_dir.flatten(),
             rate: rate.hz(),
             errors: Arc::clone(&shared.metrics.recorder_errors),
+            feed_errors: Arc::clone(&shared.metrics.transcription_write_errors),
             on_first_frame: Some(first_frame_hook(&shared, &info, started)),
         },
         sink_rx,

@@ -245,6 +245,13 @@ pub struct MediaSection {
     /// (the default: nice 10 under `SCHED_BATCH`, no wake-up preemption of the media thread),
     /// `"idle"` (`SCHED_IDLE`: only what is left over) or `"nice"` (nice 10 alone).
     pub sink_scheduling: crate::sinks::runner::SinkScheduling,
+    /// What the bot sends into a call while it has nothing to play (no clip, no echo):
+    /// `true` (the default) a constant 20 ms Opus silence frame every tick, so the call's
+    /// stream from the bot never pauses; `false` nothing, as Opus DTX does (RFC 7587 3.1.3),
+    /// the choice for a bot that only listens (a recorder): no packets, no encryption, no
+    /// bandwidth, and playback still starts at once when a clip is queued (its first packet
+    /// marked).
+    pub idle_silence: bool,
 }
 
 impl Default for MediaSection {
@@ -259,6 +266,7 @@ impl Default for MediaSection {
             wake_grid_us: 1000,
             realtime_priority: None,
             sink_scheduling: crate::sinks::runner::SinkScheduling::Batch,
+            idle_silence: true,
         }
     }
 }
@@ -900,6 +908,15 @@ public_ip = "203.0.113.7"
         c.media.realtime_priority = Some(0);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("media.realtime_priority"), "{e}");
+    }
+
+    #[test]
+    fn idle_silence_defaults_on_and_parses() {
+        let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        assert!(c.media.idle_silence);
+        let text = GOOD.replace("[media]", "[media]\nidle_silence = false");
+        let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+        assert!(!c.media.idle_silence);
     }
 
     #[test]

@@ -94,6 +94,12 @@ pub struct EngineMetrics {
     /// Recorder failures: the call folder, the compliance status, or a file (create or write
     /// error, e.g. disk full). Shared with the calls' sink threads.
     pub recorder_errors: Arc<AtomicU64>,
+    /// Transcription feed messages that could not be written to a file feed's files. Shared
+    /// with the calls' sink threads, which write those files.
+    pub transcription_write_errors: Arc<AtomicU64>,
+    /// Transcription audio frames dropped from a full feed backlog (a WebSocket consumer away
+    /// or too slow; the consumer gets a `gap` message). Shared with the calls' feeds.
+    pub transcription_frames_dropped: Arc<AtomicU64>,
     /// DTMF tones received in media.
     pub tones: AtomicU64,
 }
@@ -112,6 +118,8 @@ impl Default for EngineMetrics {
             calls_joined: AtomicU64::new(0),
             calls_ended: AtomicU64::new(0),
             recorder_errors: Arc::default(),
+            transcription_write_errors: Arc::default(),
+            transcription_frames_dropped: Arc::default(),
             tones: AtomicU64::new(0),
         }
     }
@@ -226,12 +234,15 @@ impl Shared {
             return None;
         }
         let backlog = t.reconnect_buffer_secs.max(1);
-        let feed = FeedHandle::new(FeedState::new(
-            call_id,
-            VadConfig::default(),
-            backlog,
-            self.config.media.max_streams_per_call,
-        ));
+        let feed = FeedHandle::new(
+            FeedState::new(
+                call_id,
+                VadConfig::default(),
+                backlog,
+                self.config.media.max_streams_per_call,
+            )
+            .counting_drops_in(Arc::clone(&self.metrics.transcription_frames_dropped)),
+        );
         if let Some(url) = &t.websocket_url {
             let sep = if url.contains('?') { '&' } else { '?' };
             let cfg = WsFeedConfig::new(format!("{url}{sep}callId={}", urlencode(call_id)));
@@ -412,6 +423,10 @@ impl Engine {
             loopback_peers_only: opts.loopback_media_only,
             wake_grid: Duration::from_micros(config.media.wake_grid_us),
             realtime_priority: config.media.realtime_priority,
+            send: mediabot_media::transport::SendConfig {
+                idle_silence: config.media.idle_silence,
+                ..Default::default()
+            },
             ..MediaServerConfig::default()
         };
         let media_server =
@@ -974,6 +989,16 @@ fn render_metrics(s: &Shared) -> String {
             "Recorder failures: call folder, compliance status, or a file that could not be \
              created or written (e.g. disk full; the manifest names it).",
             &*m.recorder_errors,
+        ),
+        (
+            "mediabot_transcription_write_errors_total",
+            "Transcription feed messages that could not be written to the feed's files.",
+            &*m.transcription_write_errors,
+        ),
+        (
+            "mediabot_transcription_frames_dropped_total",
+            "Transcription audio frames dropped from a full feed backlog (consumer away or slow).",
+            &*m.transcription_frames_dropped,
         ),
         (
             "mediabot_tones_total",

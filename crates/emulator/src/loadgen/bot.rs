@@ -117,6 +117,9 @@ pub struct LocalBot {
     pub recording: BotRecording,
     /// `recording.fsync_interval_secs` for the bot, when set (0: sync only at close).
     pub fsync_interval_secs: Option<u64>,
+    /// `media.idle_silence` for the bot, when set (false: the bot sends nothing while it has
+    /// nothing to play).
+    pub idle_silence: Option<bool>,
 }
 
 /// The generated `mediabot.toml` text.
@@ -167,6 +170,9 @@ fn media_extra(bot: &LocalBot) -> String {
     }
     if let Some(us) = bot.wake_grid_us {
         out.push_str(&format!("wake_grid_us = {us}\n"));
+    }
+    if let Some(on) = bot.idle_silence {
+        out.push_str(&format!("idle_silence = {on}\n"));
     }
     out
 }
@@ -533,6 +539,7 @@ mod tests {
             wake_grid_us: None,
             recording: BotRecording::Wav,
             fsync_interval_secs: Some(0),
+            idle_silence: Some(false),
         }
     }
 
@@ -560,6 +567,7 @@ mod tests {
         assert_eq!(v["graph"]["client_id"].as_str(), Some("cid"));
         assert_eq!(v["recording"]["dir"].as_str(), Some("/r \"q\""));
         assert_eq!(v["recording"]["fsync_interval_secs"].as_integer(), Some(0));
+        assert_eq!(v["media"]["idle_silence"].as_bool(), Some(false));
         assert_eq!(
             v["server"]["public_url"].as_str(),
             Some("http://127.0.0.1:9000")

@@ -188,6 +188,11 @@ pub struct LoadtestArgs {
     /// costs: on a VM each sync is a journal commit and a cache flush through the hypervisor.
     #[arg(long)]
     pub bot_fsync_secs: Option<u64>,
+    /// Spawned bot: `media.idle_silence` (`true`: a silence frame every 20 ms into each call
+    /// while the bot has nothing to play; `false`: nothing, as a bot that only listens would
+    /// send). Unset: the bot's default, `true`.
+    #[arg(long)]
+    pub bot_idle_silence: Option<bool>,
 }
 
 impl Default for LoadtestArgs {
@@ -316,6 +321,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             wake_grid_us: args.bot_wake_grid_us,
             recording: args.bot_recording,
             fsync_interval_secs: args.bot_fsync_secs,
+            idle_silence: args.bot_idle_silence,
         };
         let text = bot::config_toml(
             &lb,
@@ -356,6 +362,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             wake_grid_us: args.bot_wake_grid_us,
             recording: args.bot_recording,
             fsync_interval_secs: args.bot_fsync_secs,
+            idle_silence: args.bot_idle_silence,
         };
         progress.line(&format!("starting bot {}", exe.display()));
         let p = BotProcess::spawn(&lb, &app, &ep, &operator_token).map_err(|e| anyhow!(e))?;

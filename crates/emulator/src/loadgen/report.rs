@@ -159,6 +159,8 @@ pub struct Settings {
     pub bot_recording: super::BotRecording,
     /// The spawned bot's `recording.fsync_interval_secs` (None: the bot's default, 5).
     pub bot_fsync_secs: Option<u64>,
+    /// The spawned bot's `media.idle_silence` (None: the bot's default, on).
+    pub bot_idle_silence: Option<bool>,
     /// The rate the bot decodes each stream at in that mode, Hz.
     pub bot_decode_rate_hz: u32,
 }
@@ -186,6 +188,7 @@ impl Settings {
             bot_wake_grid_us: a.bot_wake_grid_us,
             bot_recording: a.bot_recording,
             bot_fsync_secs: a.bot_fsync_secs,
+            bot_idle_silence: a.bot_idle_silence,
             bot_decode_rate_hz: a.bot_recording.decode_rate_hz(),
             bot_work: format!(
                 "WHIP/DTLS-SRTP in, jitter buffer, Opus decode at {} kHz, {}, 16 kHz per-speaker transcription feed to files",
@@ -1010,7 +1013,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
     let s = &r.settings;
     let _ = writeln!(
         o,
-        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}. Bot recording: `{}` (decodes at {} kHz), files synced {}. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
+        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}. Bot recording: `{}` (decodes at {} kHz), files synced {}; while idle the bot sends {}. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
         s.bot_cpu.map_or("–".into(), |c| c.to_string()),
         s.generator_cpu.map_or("–".into(), |c| c.to_string()),
         s.speakers_per_call,
@@ -1026,6 +1029,11 @@ pub fn markdown(r: &LoadtestReport) -> String {
             None => "every 5 s (the default)".to_owned(),
             Some(0) => "only at close".to_owned(),
             Some(n) => format!("every {n} s"),
+        },
+        if s.bot_idle_silence.unwrap_or(true) {
+            "a silence frame every 20 ms into each call (`media.idle_silence`, the default)"
+        } else {
+            "nothing (`media.idle_silence = false`)"
         },
         s.bot_work,
         r.packets.count,

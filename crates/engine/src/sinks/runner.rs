@@ -70,6 +70,9 @@ pub struct SinkSet {
     pub rate: u32,
     /// Recorder file failures are added here (`mediabot_recorder_errors_total`).
     pub errors: Arc<AtomicU64>,
+    /// Feed messages that could not be written to the feed's files are added here, as they
+    /// happen (`mediabot_transcription_write_errors_total`).
+    pub feed_errors: Arc<AtomicU64>,
     /// Called once, with the time, when the first participant frame (or, with no per-speaker
     /// ring, the first audible mixed frame) reaches a sink (the call setup metric's end point).
     pub on_first_frame: Option<Box<dyn FnOnce(std::time::Instant) + Send>>,
@@ -236,6 +239,7 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
                 && let Err(e) = f.finish()
             {
                 out.feed_write_errors += 1;
+                sinks.feed_errors.fetch_add(1, Ordering::Relaxed);
                 out.errors.push(format!("transcription feed files: {e}"));
             }
             if let Some(mut r) = sinks.recorder.take() {
@@ -280,7 +284,11 @@ fn open_feed_file(sinks: &mut SinkSet) -> Option<FileFeed> {
 /// Writes what the feed has queued to its files.
 fn pump_feed_file(sinks: &SinkSet, file: Option<&mut FileFeed>, out: &mut SinkOutcome) {
     if let (Some(file), Some(feed)) = (file, &sinks.feed) {
-        out.feed_write_errors += file.pump(feed).write_errors;
+        let failed = file.pump(feed).write_errors;
+        if failed > 0 {
+            out.feed_write_errors += failed;
+            sinks.feed_errors.fetch_add(failed, Ordering::Relaxed);
+        }
     }
 }
 
@@ -525,6 +533,7 @@ mod tests {
                 feed_dir: Some(dir),
                 rate: 48_000,
                 errors: Arc::new(AtomicU64::new(0)),
+                feed_errors: Arc::new(AtomicU64::new(0)),
                 on_first_frame: None,
             },
             rx,
@@ -549,6 +558,56 @@ mod tests {
         let mut left = Vec::new();
         feed.update_quiet(|f| f.take_messages(&mut left));
         assert!(left.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn feed_file_write_errors_reach_the_metric_while_the_call_runs() {
+        use crate::sinks::transcription::{FeedState, VadConfig};
+        let dir =
+            std::env::temp_dir().join(format!("mediabot-runner-feederr-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Speaker 7's 16 kHz file cannot be written (a full device): each of its audio messages
+        // fails; the text messages still go to transcript.jsonl.
+        std::os::unix::fs::symlink("/dev/full", dir.join("speaker-7.16k.wav")).unwrap();
+        let feed = FeedHandle::new(FeedState::new("call-e", VadConfig::default(), 1, 4));
+        let feed_errors = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = spawn(
+            "feederr",
+            SinkSet {
+                recorder: None,
+                feed: Some(feed.clone()),
+                feed_dir: Some(dir.clone()),
+                rate: 48_000,
+                errors: Arc::new(AtomicU64::new(0)),
+                feed_errors: Arc::clone(&feed_errors),
+                on_first_frame: None,
+            },
+            rx,
+            SinkScheduling::Batch,
+        )
+        .unwrap();
+        let pcm = vec![0i16; 320];
+        for i in 0..3u64 {
+            feed.update(|f| f.handle_frame(7, i * 320, &pcm));
+        }
+        let t0 = Instant::now();
+        while feed_errors.load(Ordering::Relaxed) < 3 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            feed_errors.load(Ordering::Relaxed),
+            3,
+            "counted while running"
+        );
+        tx.send(SinkControl::Stop(serde_json::Value::Null)).unwrap();
+        let out = t.join().unwrap();
+        assert_eq!(out.feed_write_errors, 3);
+        assert_eq!(feed_errors.load(Ordering::Relaxed), 3, "each counted once");
+        let text = std::fs::read_to_string(dir.join("transcript.jsonl")).unwrap();
+        assert!(text.lines().last().unwrap().contains("\"session.stop\""));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -596,6 +655,7 @@ mod tests {
                 feed_dir: None,
                 rate: 48_000,
                 errors: Arc::clone(&errors),
+                feed_errors: Arc::new(AtomicU64::new(0)),
                 on_first_frame: None,
             },
             rx,

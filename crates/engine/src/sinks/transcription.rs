@@ -15,6 +15,8 @@
 use std::collections::VecDeque;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
 
@@ -100,6 +102,9 @@ pub struct FeedState {
     dropped: Vec<(u32, u64, u64)>,
     /// Total audio frames dropped because the backlog was full.
     pub dropped_frames: u64,
+    /// Where each dropped frame is also counted, live (the engine's
+    /// `mediabot_transcription_frames_dropped_total`), when set.
+    drop_counter: Option<Arc<AtomicU64>>,
     /// Frames refused because the call already has `max_speakers` streams.
     pub refused_frames: u64,
     /// Audio message buffers given back by the writer ([`FeedState::recycle`]) or freed by a
@@ -135,12 +140,21 @@ impl FeedState {
             backlog_audio: 0,
             dropped: Vec::new(),
             dropped_frames: 0,
+            drop_counter: None,
             refused_frames: 0,
             spare: Vec::new(),
         };
         let start = s.session_start(false);
         s.backlog.push_back(start);
         s
+    }
+
+    /// Also counts every audio frame dropped from a full backlog in `counter`, as it happens: a
+    /// process-wide metric sees a consumer that falls behind while the call still runs.
+    #[must_use]
+    pub fn counting_drops_in(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.drop_counter = Some(counter);
+        self
     }
 
     /// The `session.start` message; sent first on every (re)connection.
@@ -353,6 +367,9 @@ impl FeedState {
             {
                 self.backlog_audio -= 1;
                 self.dropped_frames += 1;
+                if let Some(c) = &self.drop_counter {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some((id, pos, n)) = parse_audio_header(&old) {
                     match self
                         .dropped
@@ -630,11 +647,18 @@ mod tests {
 
     #[test]
     fn full_backlog_drops_oldest_audio_and_reports_the_gap() {
-        let mut f = FeedState::new("c1", VadConfig::default(), 1, 8); // 50 frames
+        let metric = Arc::new(AtomicU64::new(5));
+        let mut f = FeedState::new("c1", VadConfig::default(), 1, 8) // 50 frames
+            .counting_drops_in(Arc::clone(&metric));
         for i in 0..80u64 {
             f.handle_frame(3, i * 320, &tone(0.0));
         }
         assert_eq!(f.dropped_frames, 30);
+        assert_eq!(
+            metric.load(Ordering::Relaxed),
+            35,
+            "added to the shared counter"
+        );
         let all = drain(&mut f);
         let t = texts(&all);
         assert_eq!(t[0]["type"], "gap");

@@ -41,6 +41,11 @@ pub struct SendConfig {
     pub ring_ms: u32,
     /// Opus encoder complexity, 0..=10 (CPU against quality; 5 is plenty for speech).
     pub complexity: i32,
+    /// What a tick sends when the app has queued nothing: `true` (the default) the constant
+    /// silence frame, so the stream never pauses; `false` nothing, as Opus DTX does (RFC 7587
+    /// 3.1.3): timestamps still advance and the next packet carries the marker bit. A bot that
+    /// only listens (a recorder) then sends no media at all.
+    pub idle_silence: bool,
 }
 
 impl Default for SendConfig {
@@ -52,6 +57,7 @@ impl Default for SendConfig {
             dtx: false,
             ring_ms: 2000,
             complexity: 5,
+            idle_silence: true,
         }
     }
 }
@@ -87,7 +93,7 @@ pub struct SendStats {
     pub audio_packets: AtomicU64,
     /// Telephone-event packets produced.
     pub dtmf_packets: AtomicU64,
-    /// Frames not sent because of DTX.
+    /// Ticks that sent nothing: DTX, or nothing queued with [`SendConfig::idle_silence`] off.
     pub dtx_skipped: AtomicU64,
     /// Frames sent as the constant Opus silence packet (the app had nothing; no encoding).
     pub silence_frames: AtomicU64,
@@ -168,6 +174,7 @@ pub struct AudioSendCore {
     dtmf: ringbuf::HeapCons<DtmfRequest>,
     stats: Arc<SendStats>,
     dtx: bool,
+    idle_silence: bool,
     opus_pt: u8,
     telephone_event_pt: Option<u8>,
     sequence: u16,
@@ -221,6 +228,7 @@ pub fn playback(
             dtmf: dtmf_cons,
             stats,
             dtx: config.dtx,
+            idle_silence: config.idle_silence,
             opus_pt,
             telephone_event_pt,
             sequence: first_sequence,
@@ -296,8 +304,8 @@ impl AudioSendCore {
         }
         if got == 0 {
             // Nothing from the app: the constant silence frame costs no encoding, which is most
-            // of a silent call's send cost.
-            if self.dtx {
+            // of a silent call's send cost; or, configured so, nothing at all.
+            if self.dtx || !self.idle_silence {
                 self.stats.dtx_skipped.fetch_add(1, Ordering::Relaxed);
                 self.marker_next = true;
                 return Ok(None);
@@ -360,6 +368,34 @@ mod tests {
             "silence after 2 frames"
         );
         assert_eq!(core.stats.audio_packets.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn without_idle_silence_an_idle_tick_sends_nothing_and_time_runs_on() {
+        let cfg = SendConfig {
+            idle_silence: false,
+            ..Default::default()
+        };
+        let (mut w, mut core) = playback(&cfg, 111, None, 100, 0).unwrap();
+        for _ in 0..5 {
+            assert!(
+                core.next_packet().unwrap().is_none(),
+                "nothing queued, nothing sent"
+            );
+        }
+        w.write(&[1000; FRAME_SAMPLES]);
+        let p = core.next_packet().unwrap().unwrap();
+        assert_eq!(p.sequence, 101, "sequence numbers count packets sent");
+        assert_eq!(p.timestamp, 5 * 960, "timestamps count the idle ticks");
+        assert!(p.marker, "the first packet after a pause is marked");
+        let (seq, ts) = (p.sequence, p.timestamp);
+        w.write(&[1000; FRAME_SAMPLES]);
+        let p = core.next_packet().unwrap().unwrap();
+        assert_eq!((p.sequence, p.timestamp), (seq + 1, ts + 960));
+        assert!(!p.marker);
+        assert!(core.next_packet().unwrap().is_none());
+        assert_eq!(core.stats.silence_frames.load(Ordering::Relaxed), 0);
+        assert_eq!(core.stats.audio_packets.load(Ordering::Relaxed), 2);
     }
 
     #[test]
