@@ -249,8 +249,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
     let (feed, feed_dir) = shared.feed_for(&call_id).unzip();
     let participant_ring = needs_participant_ring(cfg, feed.is_some());
     let (sink_tx, sink_rx) = std::sync::mpsc::channel();
-    let sink_thread = runner::spawn(
-        &safe_id,
+    let sink_thread = shared.sinks.start(
         SinkSet {
             recorder,
             feed: feed.clone(),
@@ -261,7 +260,6 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
             on_first_frame: Some(first_frame_hook(&shared, &info, started)),
         },
         sink_rx,
-        cfg.media.sink_scheduling,
     );
     let sink_thread = match sink_thread {
         Ok(t) => Some(t),
@@ -681,7 +679,7 @@ impl CallRun {
         mut self,
         model: &CallModel,
         call_stats: Option<Arc<CallStats>>,
-        sink_thread: Option<std::thread::JoinHandle<runner::SinkOutcome>>,
+        sink_thread: Option<runner::SinkJoin>,
     ) {
         let reason = self.end_reason.take().unwrap_or_else(|| "ended".into());
         tracing::info!(call_id = %self.call_id, reason, "call ending: closing media and files");
@@ -724,7 +722,7 @@ impl CallRun {
         });
         let _ = self.sink_tx.send(SinkControl::Stop(media_stats));
         let outcome = match sink_thread {
-            Some(t) => tokio::task::spawn_blocking(move || t.join().ok())
+            Some(t) => tokio::task::spawn_blocking(move || t.join())
                 .await
                 .ok()
                 .flatten()

@@ -245,6 +245,12 @@ pub struct MediaSection {
     /// (the default: nice 10 under `SCHED_BATCH`, no wake-up preemption of the media thread),
     /// `"idle"` (`SCHED_IDLE`: only what is left over) or `"nice"` (nice 10 alone).
     pub sink_scheduling: crate::sinks::runner::SinkScheduling,
+    /// Threads that run the calls' sinks (recorder, file feed), shared by all calls: each
+    /// wakes every 20 ms and drains all of its calls. Unset: one per CPU the process may run
+    /// on (its affinity and cgroup quota). More threads spread the sinks' disk writes over
+    /// more cores and keep a stalled disk from delaying as many calls; fewer wake less. 0 is
+    /// taken as 1.
+    pub sink_threads: Option<usize>,
     /// What the bot sends into a call while it has nothing to play (no clip, no echo):
     /// `true` (the default) a constant 20 ms Opus silence frame every tick, so the call's
     /// stream from the bot never pauses; `false` nothing, as Opus DTX does (RFC 7587 3.1.3),
@@ -252,6 +258,15 @@ pub struct MediaSection {
     /// bandwidth, and playback still starts at once when a clip is queued (its first packet
     /// marked).
     pub idle_silence: bool,
+}
+
+impl MediaSection {
+    /// How many sink threads to run: `sink_threads`, else one per CPU this process may use.
+    pub fn sink_thread_count(&self) -> usize {
+        self.sink_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1)
+    }
 }
 
 impl Default for MediaSection {
@@ -266,6 +281,7 @@ impl Default for MediaSection {
             wake_grid_us: 1000,
             realtime_priority: None,
             sink_scheduling: crate::sinks::runner::SinkScheduling::Batch,
+            sink_threads: None,
             idle_silence: true,
         }
     }
@@ -917,6 +933,19 @@ public_ip = "203.0.113.7"
         let text = GOOD.replace("[media]", "[media]\nidle_silence = false");
         let c = Config::parse(&text, Path::new("t.toml")).unwrap();
         assert!(!c.media.idle_silence);
+    }
+
+    #[test]
+    fn sink_threads_default_to_the_cpus_and_parse() {
+        let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(c.media.sink_threads, None);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(c.media.sink_thread_count(), cpus);
+        for (n, want) in [(3, 3), (0, 1)] {
+            let text = GOOD.replace("[media]", &format!("[media]\nsink_threads = {n}"));
+            let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+            assert_eq!(c.media.sink_thread_count(), want, "sink_threads = {n}");
+        }
     }
 
     #[test]

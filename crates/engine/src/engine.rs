@@ -212,6 +212,8 @@ pub struct Shared {
     latency_live: Mutex<HashMap<CallId, Arc<CallLatency>>>,
     /// The final histograms of every ended call, summed: the exported totals never go back.
     latency_ended: Mutex<CallLatencySnapshot>,
+    /// The threads that run every call's sinks (`media.sink_threads`).
+    pub sinks: crate::sinks::runner::SinkPool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -470,6 +472,10 @@ impl Engine {
 
         let health = Arc::new(Health::new(config.media.max_calls));
         let (shutdown, _) = watch::channel(false);
+        let sinks = crate::sinks::runner::SinkPool::new(
+            config.media.sink_thread_count(),
+            config.media.sink_scheduling,
+        );
         let shared = Arc::new(Shared {
             config,
             graph,
@@ -490,6 +496,7 @@ impl Engine {
             tls_stats: Arc::default(),
             latency_live: Mutex::new(HashMap::new()),
             latency_ended: Mutex::new(CallLatencySnapshot::default()),
+            sinks,
         });
 
         // Media events → call tasks.

@@ -1,18 +1,18 @@
-//! The sink thread of a call: drains the call's frame rings into the recorder and the
-//! transcription feed, off the media thread.
+//! The sinks of the calls: drain each call's frame rings into the recorder and the transcription
+//! feed, off the media thread.
 //!
-//! One thread per call keeps a slow disk or a stalled speech service from touching any other
-//! call: the thread may fall behind, its rings then fill and the pipeline drops (and counts)
-//! frames for it alone. The thread wakes every [`SINK_WAKE_INTERVAL`] (20 ms, on the process's
-//! shared grid) or at once when a control message arrives, drains everything queued, writes a
-//! file-based transcription feed's messages, applies control messages (roster facts,
-//! compliance gate, stop) and, on stop, drains the rings one last time and finalizes the files.
+//! A few worker threads ([`SinkPool`], `media.sink_threads`) run every call's sinks. A worker
+//! wakes every [`SINK_WAKE_INTERVAL`] (20 ms, on the process's shared grid) and, for each of its
+//! calls, drains everything queued, writes a file-based transcription feed's messages and
+//! applies the control messages waiting (roster facts, compliance gate, stop). On stop it drains
+//! the call's rings one last time and hands the files to a short-lived thread that finalizes
+//! them. A worker that falls behind lets its calls' rings fill; the pipeline then drops (and
+//! counts) frames per call. [`spawn`] runs one call on a thread of its own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mediabot_media::{AudioFrame, FrameConsumer, FrameSource};
@@ -78,6 +78,21 @@ pub struct SinkSet {
     pub on_first_frame: Option<Box<dyn FnOnce(std::time::Instant) + Send>>,
 }
 
+impl SinkSet {
+    /// No sinks (what a finished call's task keeps once its sinks went to be finished).
+    fn empty() -> Self {
+        Self {
+            recorder: None,
+            feed: None,
+            feed_dir: None,
+            rate: 0,
+            errors: Arc::default(),
+            feed_errors: Arc::default(),
+            on_first_frame: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for SinkSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SinkSet")
@@ -86,7 +101,7 @@ impl std::fmt::Debug for SinkSet {
     }
 }
 
-/// How long a sink thread sleeps between drains when no control message comes.
+/// How long a sink worker sleeps between drains.
 ///
 /// 20 ms, one frame: each wake-up drains one frame per speaker, where the earlier 10 ms woke
 /// twice per frame and found nothing half the time (16 calls: 1,600 wake-ups a second, now 800).
@@ -94,8 +109,8 @@ impl std::fmt::Debug for SinkSet {
 /// ring (`recording.ring_frames`, 500 by default) is 1 s with 10 speakers and 156 ms (7.8
 /// waits) at the 64-speaker bound of `media.max_streams_per_call`; the mix ring holds at least
 /// 50 frames (1 s); the Ogg packet ring, 256 KiB, about half a second at 64 speakers. What the
-/// wait does not delay: control messages (the wait ends when one arrives, so a stop drains,
-/// finishes the files and returns at once); the latency histograms (taken when the media thread
+/// wait delays: control messages (applied at the next wake-up, so a call's end waits up to
+/// 20 ms more). What it does not delay: the latency histograms (taken when the media thread
 /// pushes a frame into the ring); the call setup metric's end point, the first frame reaching the
 /// sink (until then the thread waits [`FIRST_FRAME_WAKE_INTERVAL`], 10 ms, as before). What it
 /// delays, by at most 10 ms more: the transcription feed's audio.
@@ -150,7 +165,9 @@ fn apply_scheduling(scheduling: SinkScheduling) {
     }
 }
 
-/// Spawns the sink thread of a call.
+/// Runs a call's sinks on a thread of its own (a worker that exits once the call is
+/// finished). The engine shares a few workers between calls instead ([`SinkPool`]); this is
+/// for tools and tests that run one call.
 ///
 /// # Errors
 /// When the OS refuses a thread.
@@ -159,49 +176,270 @@ pub fn spawn(
     sinks: SinkSet,
     control: Receiver<SinkControl>,
     scheduling: SinkScheduling,
-) -> std::io::Result<JoinHandle<SinkOutcome>> {
+) -> std::io::Result<SinkJoin> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (task, join) = SinkTask::new(sinks, control);
     std::thread::Builder::new()
         .name(format!("sink-{name}"))
         .spawn(move || {
             apply_scheduling(scheduling);
-            run(sinks, control)
-        })
+            worker(&rx, vec![task], &AtomicUsize::new(1));
+        })?;
+    drop(tx);
+    Ok(join)
 }
 
-fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
-    let mut rings: Vec<FrameConsumer<i16>> = Vec::new();
-    let mut packets: Option<PacketConsumer> = None;
-    let mut reported_failures = 0u64;
-    let mut out = SinkOutcome::default();
-    let mut scratch = Scratch {
-        decimators: Vec::new(),
-        pcm16: Vec::with_capacity(FRAME_SAMPLES),
-        packet: TappedPacket::default(),
-    };
-    let mut feed_file = open_feed_file(&mut sinks);
+/// The end of a call's sinks: [`SinkJoin::join`] waits for its outcome.
+#[derive(Debug)]
+pub struct SinkJoin(Receiver<SinkOutcome>);
+
+impl SinkJoin {
+    /// Blocks until the call's sinks are finished (after [`SinkControl::Stop`], or once the
+    /// control sender is dropped) and returns what they produced; `None` if they died
+    /// (a panic, logged) without an outcome.
+    pub fn join(self) -> Option<SinkOutcome> {
+        self.0.recv().ok()
+    }
+}
+
+/// A few threads that run the sinks of every call of the process (`media.sink_threads`).
+///
+/// Why shared: a thread per call woke every 20 ms each (2,500 wake-ups a second at 50 calls,
+/// 7-8 % of a core on the load test's VM) to drain a few frames; a worker drains all of its
+/// calls per wake-up. What it trades: a worker's calls share its time, so a disk that stalls
+/// one call's writes delays the others on that worker too (their rings absorb a second with
+/// ten speakers, and drops are counted per call). A call's end (the final flush, `fdatasync`
+/// and manifest, which can take tens of milliseconds) runs on a short-lived thread of its
+/// own, so it never holds up the worker.
+#[derive(Debug)]
+pub struct SinkPool {
+    workers: std::sync::Mutex<Vec<Worker>>,
+    max_workers: usize,
+    scheduling: SinkScheduling,
+}
+
+#[derive(Debug)]
+struct Worker {
+    tx: std::sync::mpsc::Sender<SinkTask>,
+    /// Calls on the worker.
+    load: Arc<AtomicUsize>,
+}
+
+impl SinkPool {
+    /// A pool of at most `max_workers` threads (at least one), started as calls come.
+    pub fn new(max_workers: usize, scheduling: SinkScheduling) -> Self {
+        Self {
+            workers: std::sync::Mutex::new(Vec::new()),
+            max_workers: max_workers.max(1),
+            scheduling,
+        }
+    }
+
+    /// Starts running a call's sinks on the least loaded worker (a new one while the pool has
+    /// fewer than its maximum).
+    ///
+    /// # Errors
+    /// When the OS refuses a new worker thread.
+    pub fn start(
+        &self,
+        sinks: SinkSet,
+        control: Receiver<SinkControl>,
+    ) -> std::io::Result<SinkJoin> {
+        let (task, join) = SinkTask::new(sinks, control);
+        let mut workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A worker that died (a panic outside a call's step) refuses the task: replace it.
+        workers.retain(|w| w.load.load(Ordering::Relaxed) != usize::MAX);
+        let idle = workers
+            .iter()
+            .min_by_key(|w| w.load.load(Ordering::Relaxed))
+            .filter(|w| workers.len() >= self.max_workers || w.load.load(Ordering::Relaxed) == 0);
+        let task = match idle {
+            Some(w) => {
+                w.load.fetch_add(1, Ordering::Relaxed);
+                match w.tx.send(task) {
+                    Ok(()) => return Ok(join),
+                    Err(std::sync::mpsc::SendError(task)) => {
+                        w.load.store(usize::MAX, Ordering::Relaxed);
+                        task
+                    }
+                }
+            }
+            None => task,
+        };
+        workers.retain(|w| w.load.load(Ordering::Relaxed) != usize::MAX);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let load = Arc::new(AtomicUsize::new(1));
+        let scheduling = self.scheduling;
+        let worker_load = Arc::clone(&load);
+        std::thread::Builder::new()
+            .name(format!("sink-{}", workers.len()))
+            .spawn(move || {
+                apply_scheduling(scheduling);
+                worker(&rx, vec![task], &worker_load);
+                worker_load.store(usize::MAX, Ordering::Relaxed);
+            })?;
+        workers.push(Worker { tx, load });
+        Ok(join)
+    }
+}
+
+/// A worker's loop: every 20 ms, on the process's shared grid (10 ms while a call still
+/// waits for its first frame), runs each of its calls once; takes new calls as they come.
+/// Returns when it has no call left and no more can come.
+fn worker(new: &Receiver<SinkTask>, mut tasks: Vec<SinkTask>, load: &AtomicUsize) {
+    let mut open = true;
     loop {
-        let step = if sinks.on_first_frame.is_some() {
+        let step = if tasks.iter().any(SinkTask::awaits_first_frame) {
             FIRST_FRAME_WAKE_INTERVAL
         } else {
             SINK_WAKE_INTERVAL
         };
         // Until the next point of the process's grid, which the media thread's wake-ups and
-        // every other sink thread's share: one timer interrupt wakes them all.
+        // every other sink worker's share: one timer interrupt wakes them all.
         let now = Instant::now();
-        let msg = control.recv_timeout(mediabot_media::sched::next_grid_point(now, step) - now);
-        drain(&mut rings, &mut packets, &mut sinks, &mut scratch, &mut out);
-        pump_feed_file(&sinks, feed_file.as_mut(), &mut out);
-        report_failures(&sinks, &mut reported_failures);
-        let stop = match msg {
-            Ok(SinkControl::AddRing(r)) => {
-                rings.push(r);
-                None
+        if open {
+            match new.recv_timeout(mediabot_media::sched::next_grid_point(now, step) - now) {
+                Ok(t) => tasks.push(t),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => open = false,
             }
-            Ok(SinkControl::AddPacketRing(r)) => {
-                packets = Some(r);
-                None
+        } else if tasks.is_empty() {
+            return;
+        } else {
+            std::thread::sleep(mediabot_media::sched::next_grid_point(now, step) - now);
+        }
+        tasks.retain_mut(|t| {
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.step()));
+            match done {
+                Ok(false) => true,
+                Ok(true) => {
+                    load.fetch_sub(1, Ordering::Relaxed);
+                    false
+                }
+                Err(_) => {
+                    // The call's outcome sender goes with it: its join returns `None`.
+                    tracing::error!("sink: a call's sinks panicked; dropping them");
+                    load.fetch_sub(1, Ordering::Relaxed);
+                    false
+                }
             }
-            Ok(SinkControl::Participant { source_id, meta }) => {
+        });
+    }
+}
+
+/// One call's sinks, as a worker runs them.
+struct SinkTask {
+    sinks: SinkSet,
+    control: Receiver<SinkControl>,
+    rings: Vec<FrameConsumer<i16>>,
+    packets: Option<PacketConsumer>,
+    reported_failures: u64,
+    out: SinkOutcome,
+    scratch: Scratch,
+    /// The feed's files; opened at the first step (on the worker, not the caller's thread).
+    feed_file: Option<FileFeed>,
+    feed_opened: bool,
+    /// Where the call's outcome goes.
+    done: std::sync::mpsc::Sender<SinkOutcome>,
+}
+
+impl std::fmt::Debug for SinkTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkTask")
+            .field("rings", &self.rings.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SinkTask {
+    fn new(sinks: SinkSet, control: Receiver<SinkControl>) -> (Self, SinkJoin) {
+        let (done, join) = std::sync::mpsc::channel();
+        let task = Self {
+            sinks,
+            control,
+            rings: Vec::new(),
+            packets: None,
+            reported_failures: 0,
+            out: SinkOutcome::default(),
+            scratch: Scratch {
+                decimators: Vec::new(),
+                pcm16: Vec::with_capacity(FRAME_SAMPLES),
+                packet: TappedPacket::default(),
+            },
+            feed_file: None,
+            feed_opened: false,
+            done,
+        };
+        (task, SinkJoin(join))
+    }
+
+    fn awaits_first_frame(&self) -> bool {
+        self.sinks.on_first_frame.is_some()
+    }
+
+    /// One round: drains the rings, writes the feed's files, applies the control messages
+    /// waiting. `true` once the call is finished (its end handed to a thread of its own).
+    fn step(&mut self) -> bool {
+        if !self.feed_opened {
+            self.feed_opened = true;
+            self.feed_file = open_feed_file(&mut self.sinks);
+        }
+        drain(
+            &mut self.rings,
+            &mut self.packets,
+            &mut self.sinks,
+            &mut self.scratch,
+            &mut self.out,
+        );
+        pump_feed_file(&self.sinks, self.feed_file.as_mut(), &mut self.out);
+        report_failures(&self.sinks, &mut self.reported_failures);
+        loop {
+            let stats = match self.control.try_recv() {
+                Ok(SinkControl::Stop(stats)) => stats,
+                Ok(msg) => {
+                    self.apply(msg);
+                    continue;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => return false,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => serde_json::Value::Null,
+            };
+            // Frames pushed since the drain above; then the rest off the worker.
+            drain(
+                &mut self.rings,
+                &mut self.packets,
+                &mut self.sinks,
+                &mut self.scratch,
+                &mut self.out,
+            );
+            let end = Finish {
+                sinks: std::mem::replace(&mut self.sinks, SinkSet::empty()),
+                packets: self.packets.take(),
+                feed_file: self.feed_file.take(),
+                out: std::mem::take(&mut self.out),
+                reported_failures: self.reported_failures,
+                done: self.done.clone(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name("sink-finish".into())
+                .spawn(move || end.run(stats));
+            if let Err(e) = spawned {
+                // No thread for it: the outcome sender is dropped with it, the call's join
+                // gets `None`, and the files are closed unflushed by their drops.
+                tracing::error!(error = %e, "sink: no thread to finish a call's files");
+            }
+            return true;
+        }
+    }
+
+    fn apply(&mut self, msg: SinkControl) {
+        let sinks = &mut self.sinks;
+        match msg {
+            SinkControl::AddRing(r) => self.rings.push(r),
+            SinkControl::AddPacketRing(r) => self.packets = Some(r),
+            SinkControl::Participant { source_id, meta } => {
                 if let Some(feed) = &sinks.feed {
                     let info = SpeakerInfo {
                         participant_id: meta.participant_id.clone(),
@@ -213,57 +451,67 @@ fn run(mut sinks: SinkSet, control: Receiver<SinkControl>) -> SinkOutcome {
                 if let Some(r) = &mut sinks.recorder {
                     r.handle_participant(source_id, meta);
                     if let Err(e) = r.flush_manifest() {
-                        out.errors.push(format!("manifest: {e}"));
+                        self.out.errors.push(format!("manifest: {e}"));
                     }
                 }
-                None
             }
-            Ok(SinkControl::Dominant(id, pos)) => {
+            SinkControl::Dominant(id, pos) => {
                 if let Some(feed) = &sinks.feed {
                     let pos16 = pos * 16_000 / u64::from(sinks.rate.max(1));
                     feed.update(|f| f.handle_dominant(id, pos16));
                 }
-                None
             }
-            Ok(SinkControl::Stop(stats)) => Some(stats),
-            Err(RecvTimeoutError::Disconnected) => Some(serde_json::Value::Null),
-            Err(RecvTimeoutError::Timeout) => None,
-        };
-        if let Some(stats) = stop {
-            drain(&mut rings, &mut packets, &mut sinks, &mut scratch, &mut out);
-            if let Some(feed) = &sinks.feed {
-                feed.update(|f| f.handle_stop("call ended"));
-            }
-            pump_feed_file(&sinks, feed_file.as_mut(), &mut out);
-            if let Some(f) = feed_file.take()
-                && let Err(e) = f.finish()
-            {
-                out.feed_write_errors += 1;
-                sinks.feed_errors.fetch_add(1, Ordering::Relaxed);
-                out.errors.push(format!("transcription feed files: {e}"));
-            }
-            if let Some(mut r) = sinks.recorder.take() {
-                r.opus_packets_dropped = packets.as_ref().map_or(0, PacketConsumer::dropped);
-                match r.finish(stats) {
-                    Ok(m) => {
-                        // Every failed file carries its error in the manifest, once; those
-                        // not reported while writing failed at close.
-                        let failed = m.tracks.iter().filter(|t| t.error.is_some()).count()
-                            + m.opus.iter().filter(|t| t.error.is_some()).count();
-                        sinks.errors.fetch_add(
-                            (failed as u64).saturating_sub(reported_failures),
-                            Ordering::Relaxed,
-                        );
-                        out.manifest = Some(m);
-                    }
-                    Err(e) => {
-                        sinks.errors.fetch_add(1, Ordering::Relaxed);
-                        out.errors.push(format!("manifest: {e}"));
-                    }
+            SinkControl::Stop(_) => {}
+        }
+    }
+}
+
+/// The end of a call's sinks, run on a thread of its own: the feed's `session.stop` and files,
+/// the recorder's final flush, `fdatasync` and manifest.
+struct Finish {
+    sinks: SinkSet,
+    packets: Option<PacketConsumer>,
+    feed_file: Option<FileFeed>,
+    out: SinkOutcome,
+    reported_failures: u64,
+    done: std::sync::mpsc::Sender<SinkOutcome>,
+}
+
+impl Finish {
+    fn run(mut self, stats: serde_json::Value) {
+        let (sinks, out) = (&mut self.sinks, &mut self.out);
+        if let Some(feed) = &sinks.feed {
+            feed.update(|f| f.handle_stop("call ended"));
+        }
+        pump_feed_file(sinks, self.feed_file.as_mut(), out);
+        if let Some(f) = self.feed_file.take()
+            && let Err(e) = f.finish()
+        {
+            out.feed_write_errors += 1;
+            sinks.feed_errors.fetch_add(1, Ordering::Relaxed);
+            out.errors.push(format!("transcription feed files: {e}"));
+        }
+        if let Some(mut r) = sinks.recorder.take() {
+            r.opus_packets_dropped = self.packets.as_ref().map_or(0, PacketConsumer::dropped);
+            match r.finish(stats) {
+                Ok(m) => {
+                    // Every failed file carries its error in the manifest, once; those not
+                    // reported while writing failed at close.
+                    let failed = m.tracks.iter().filter(|t| t.error.is_some()).count()
+                        + m.opus.iter().filter(|t| t.error.is_some()).count();
+                    sinks.errors.fetch_add(
+                        (failed as u64).saturating_sub(self.reported_failures),
+                        Ordering::Relaxed,
+                    );
+                    out.manifest = Some(m);
+                }
+                Err(e) => {
+                    sinks.errors.fetch_add(1, Ordering::Relaxed);
+                    out.errors.push(format!("manifest: {e}"));
                 }
             }
-            return out;
         }
+        let _ = self.done.send(std::mem::take(&mut self.out));
     }
 }
 
@@ -559,6 +807,92 @@ mod tests {
         feed.update_quiet(|f| f.take_messages(&mut left));
         assert!(left.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_pool_runs_many_calls_on_few_workers_and_finishes_each() {
+        use crate::sinks::transcription::{FeedState, VadConfig};
+        let root =
+            std::env::temp_dir().join(format!("mediabot-runner-pool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let pool = SinkPool::new(2, SinkScheduling::Nice);
+        let mut calls = Vec::new();
+        for i in 0..5u64 {
+            let feed = FeedHandle::new(FeedState::new(
+                format!("call-{i}"),
+                VadConfig::default(),
+                1,
+                4,
+            ));
+            let (tx, rx) = std::sync::mpsc::channel();
+            let join = pool
+                .start(
+                    SinkSet {
+                        recorder: None,
+                        feed: Some(feed.clone()),
+                        feed_dir: Some(root.join(i.to_string())),
+                        rate: 16_000,
+                        errors: Arc::default(),
+                        feed_errors: Arc::default(),
+                        on_first_frame: None,
+                    },
+                    rx,
+                )
+                .unwrap();
+            calls.push((i, feed, tx, join));
+        }
+        assert_eq!(
+            pool.workers.lock().unwrap().len(),
+            2,
+            "never more workers than allowed"
+        );
+        // Each call gets frames while the others run; the first stops early.
+        let pcm = vec![100i16; 320];
+        for (i, feed, _, _) in &calls {
+            for k in 0..=*i {
+                feed.update(|f| f.handle_frame(7, k * 320, &pcm));
+            }
+        }
+        let (_, _, tx0, join0) = calls.remove(0);
+        tx0.send(SinkControl::Stop(serde_json::Value::Null))
+            .unwrap();
+        assert!(
+            join0.join().is_some(),
+            "the first call finished while the others run"
+        );
+        for (i, _, tx, join) in calls {
+            // A dropped control sender ends a call as a stop does.
+            drop(tx);
+            let out = join.join().unwrap();
+            assert_eq!(out.feed_write_errors, 0);
+            let dir = root.join(i.to_string());
+            let text = std::fs::read_to_string(dir.join("transcript.jsonl")).unwrap();
+            assert!(
+                text.lines().last().unwrap().contains("\"session.stop\""),
+                "{text}"
+            );
+            let wav = hound::WavReader::open(dir.join("speaker-7.16k.wav")).unwrap();
+            assert_eq!(
+                wav.duration(),
+                (i as u32 + 1) * 320,
+                "every frame of call {i} written"
+            );
+        }
+        // Workers stay for the next calls: a new call finds one.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let join = pool
+            .start(
+                SinkSet {
+                    feed_dir: None,
+                    ..SinkSet::empty()
+                },
+                rx,
+            )
+            .unwrap();
+        drop(tx);
+        assert!(join.join().is_some());
+        assert_eq!(pool.workers.lock().unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
