@@ -13,7 +13,7 @@
 //!                      transport on_rtp ──────┘      └─▶ sink rings ─▶ sink thread (recorder, feed)
 //! ```
 
-use std::collections::HashMap;
+use mediabot_media::fasthash::{FastMap, fast_map};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -261,7 +261,8 @@ struct CallMedia {
 
 /// The [`MediaHandler`] the engine gives the transport.
 pub struct EngineMedia {
-    calls: HashMap<CallId, CallMedia>,
+    /// Looked up per packet: a fast hasher (the keys are the engine's own call ids).
+    calls: FastMap<CallId, CallMedia>,
     commands: Receiver<MediaCommand>,
     events: SyncSender<MediaEvent>,
     stats: Arc<GlueStats>,
@@ -285,7 +286,7 @@ impl EngineMedia {
         stats: Arc<GlueStats>,
     ) -> Self {
         Self {
-            calls: HashMap::new(),
+            calls: fast_map(),
             commands,
             events,
             stats,

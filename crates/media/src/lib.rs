@@ -36,6 +36,7 @@
 //! `docs/media-pipeline.md` explains the design choices and the measured costs.
 
 pub mod decode;
+pub mod fasthash;
 pub mod frame;
 pub mod jitter;
 pub mod mixer;

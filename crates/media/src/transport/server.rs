@@ -17,7 +17,7 @@
 //! Every session has a handshake deadline and an idle deadline.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +57,7 @@ use super::{
     CallId, CloseReason, InboundRtp, MediaHandler, SenderReportInfo, SessionId, Ssrc, ToneEvent,
     TransportError,
 };
+use crate::fasthash::{FastMap, fast_map};
 
 /// Largest datagram accepted; bigger ones are dropped (no WebRTC packet here needs more).
 pub const MAX_DATAGRAM: usize = 1500;
@@ -704,9 +705,11 @@ struct ServerLoop {
     socket: std::net::UdpSocket,
     handler: Box<dyn MediaHandler>,
     stats: Arc<TransportStats>,
-    sessions: HashMap<SessionId, Session>,
-    by_ufrag: HashMap<String, SessionId>,
-    by_addr: HashMap<SocketAddr, SessionId>,
+    // Looked up several times per packet: a fast hasher (keys are ours or ICE-authenticated,
+    // see `crate::fasthash`).
+    sessions: FastMap<SessionId, Session>,
+    by_ufrag: FastMap<String, SessionId>,
+    by_addr: FastMap<SocketAddr, SessionId>,
     rng: rand::rngs::StdRng,
     /// Session wake-ups, earliest first; entries whose instant no longer matches the
     /// session's `armed` are stale and skipped.
@@ -907,9 +910,9 @@ impl ServerLoop {
             socket,
             handler,
             stats,
-            sessions: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
+            sessions: fast_map(),
+            by_ufrag: fast_map(),
+            by_addr: fast_map(),
             rng: rand::rngs::StdRng::from_os_rng(),
             timers: BinaryHeap::new(),
             arrival: None,
