@@ -928,7 +928,7 @@ impl ServerLoop {
         }
         let granted = super::rx::set_receive_buffer(&self.socket, RECEIVE_BUFFER);
         tracing::debug!(?granted, "media socket receive buffer");
-        let mut timer = super::timer::WakeTimer::new();
+        let mut timer = super::timer::WakeTimer::new().with_grid(self.config.wake_grid);
         if !timer.is_precise() {
             tracing::debug!("no timerfd: wake-ups have tokio's 1 ms granularity");
         }
@@ -941,9 +941,13 @@ impl ServerLoop {
         let mut next_tick = grid.round_up(Instant::now() + TICK);
         let mut wake = grid.coalesce(self.handler.next_wakeup());
         loop {
-            let mut deadline = next_housekeeping.min(next_tick);
+            // Every deadline on the grid: consecutive wake-ups then fall on consecutive grid
+            // points and the timer runs periodic (no syscall to re-arm it, see `WakeTimer`).
+            // The sessions' stack timers (reports, ICE checks) and send ticks move by less
+            // than a step.
+            let mut deadline = grid.round_up(next_housekeeping).min(next_tick);
             if let Some(Reverse((t, _))) = self.timers.peek() {
-                deadline = deadline.min(*t);
+                deadline = deadline.min(grid.round_up(*t));
             }
             if let Some(t) = wake {
                 deadline = deadline.min(t);
