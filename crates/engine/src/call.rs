@@ -250,6 +250,7 @@ pub async fn run(shared: Arc<Shared>, setup: CallSetup) {
     let participant_ring = needs_participant_ring(cfg, feed.is_some());
     let (sink_tx, sink_rx) = std::sync::mpsc::channel();
     let sink_thread = shared.sinks.start(
+        &safe_id,
         SinkSet {
             recorder,
             feed: feed.clone(),

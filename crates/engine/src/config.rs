@@ -245,11 +245,12 @@ pub struct MediaSection {
     /// (the default: nice 10 under `SCHED_BATCH`, no wake-up preemption of the media thread),
     /// `"idle"` (`SCHED_IDLE`: only what is left over) or `"nice"` (nice 10 alone).
     pub sink_scheduling: crate::sinks::runner::SinkScheduling,
-    /// Threads that run the calls' sinks (recorder, file feed), shared by all calls: each
-    /// wakes every 20 ms and drains all of its calls. Unset: one per CPU the process may run
-    /// on (its affinity and cgroup quota). More threads spread the sinks' disk writes over
-    /// more cores and keep a stalled disk from delaying as many calls; fewer wake less. 0 is
-    /// taken as 1.
+    /// Threads that run the calls' sinks (recorder, file feed). Unset (the default): one
+    /// per call, which keeps calls apart and, at nice 10 each, adds up to a share of a
+    /// saturated core that grows with the calls. A number: that many workers shared by all
+    /// calls, each waking every 20 ms for all of its calls (fewer wake-ups), for a bot whose
+    /// sinks have CPU to spare; on a saturated core a single worker falls behind and its
+    /// rings drop frames (counted). 0 is taken as 1.
     pub sink_threads: Option<usize>,
     /// What the bot sends into a call while it has nothing to play (no clip, no echo):
     /// `true` (the default) a constant 20 ms Opus silence frame every tick, so the call's
@@ -261,11 +262,9 @@ pub struct MediaSection {
 }
 
 impl MediaSection {
-    /// How many sink threads to run: `sink_threads`, else one per CPU this process may use.
-    pub fn sink_thread_count(&self) -> usize {
-        self.sink_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
-            .max(1)
+    /// How many shared sink workers to run; `None`: a thread per call.
+    pub fn sink_workers(&self) -> Option<usize> {
+        self.sink_threads.map(|n| n.max(1))
     }
 }
 
@@ -936,15 +935,13 @@ public_ip = "203.0.113.7"
     }
 
     #[test]
-    fn sink_threads_default_to_the_cpus_and_parse() {
+    fn sink_threads_default_to_one_per_call_and_parse() {
         let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
-        assert_eq!(c.media.sink_threads, None);
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        assert_eq!(c.media.sink_thread_count(), cpus);
+        assert_eq!(c.media.sink_workers(), None, "a thread per call");
         for (n, want) in [(3, 3), (0, 1)] {
             let text = GOOD.replace("[media]", &format!("[media]\nsink_threads = {n}"));
             let c = Config::parse(&text, Path::new("t.toml")).unwrap();
-            assert_eq!(c.media.sink_thread_count(), want, "sink_threads = {n}");
+            assert_eq!(c.media.sink_workers(), Some(want), "sink_threads = {n}");
         }
     }
 

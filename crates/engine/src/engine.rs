@@ -473,7 +473,7 @@ impl Engine {
         let health = Arc::new(Health::new(config.media.max_calls));
         let (shutdown, _) = watch::channel(false);
         let sinks = crate::sinks::runner::SinkPool::new(
-            config.media.sink_thread_count(),
+            config.media.sink_workers(),
             config.media.sink_scheduling,
         );
         let shared = Arc::new(Shared {

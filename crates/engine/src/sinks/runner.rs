@@ -1,13 +1,14 @@
 //! The sinks of the calls: drain each call's frame rings into the recorder and the transcription
 //! feed, off the media thread.
 //!
-//! A few worker threads ([`SinkPool`], `media.sink_threads`) run every call's sinks. A worker
-//! wakes every [`SINK_WAKE_INTERVAL`] (20 ms, on the process's shared grid) and, for each of its
-//! calls, drains everything queued, writes a file-based transcription feed's messages and
-//! applies the control messages waiting (roster facts, compliance gate, stop). On stop it drains
-//! the call's rings one last time and hands the files to a short-lived thread that finalizes
-//! them. A worker that falls behind lets its calls' rings fill; the pipeline then drops (and
-//! counts) frames per call. [`spawn`] runs one call on a thread of its own.
+//! Sink threads ([`SinkPool`], `media.sink_threads`: one per call by default, or a few workers
+//! shared by all calls) run every call's sinks. A thread wakes every [`SINK_WAKE_INTERVAL`]
+//! (20 ms, on the process's shared grid) and, for each of its calls, drains everything queued,
+//! writes a file-based transcription feed's messages and applies the control messages waiting
+//! (roster facts, compliance gate, stop). On stop it drains the call's rings one last time and
+//! hands the files to a short-lived thread that finalizes them. A thread that falls behind
+//! lets its calls' rings fill; the pipeline then drops (and counts) frames per call. [`spawn`]
+//! runs one call on a thread of its own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -202,19 +203,27 @@ impl SinkJoin {
     }
 }
 
-/// A few threads that run the sinks of every call of the process (`media.sink_threads`).
+/// The threads that run the calls' sinks (`media.sink_threads`): by default one per call;
+/// with a number, that many workers shared by all calls.
 ///
-/// Why shared: a thread per call woke every 20 ms each (2,500 wake-ups a second at 50 calls,
-/// 7-8 % of a core on the load test's VM) to drain a few frames; a worker drains all of its
-/// calls per wake-up. What it trades: a worker's calls share its time, so a disk that stalls
-/// one call's writes delays the others on that worker too (their rings absorb a second with
-/// ten speakers, and drops are counted per call). A call's end (the final flush, `fdatasync`
-/// and manifest, which can take tens of milliseconds) runs on a short-lived thread of its
-/// own, so it never holds up the worker.
+/// **Shared workers** wake less: a thread per call wakes every 20 ms (2,500 wake-ups a second
+/// at 50 calls, a few % of a core on the load test's VM) to drain a few frames, a worker drains
+/// all of its calls per wake-up. What they trade: a worker's calls share its time, so a disk
+/// that stalls one call's writes delays the others on that worker too; and, the reason they are
+/// not the default, **a saturated core**: the sink threads run at nice 10, so each gets about a
+/// tenth of the media thread's share when the core is full. A thread per call adds those shares
+/// up with the calls; one worker does not, and at 320 streams on one core (wav, 95 % busy) it
+/// fell behind and the rings dropped 71,304 frames where threads per call dropped none
+/// (`docs/performance.md`). Give shared workers spare CPU (`media.sink_threads` no more than the
+/// cores left to them).
+///
+/// A call's end (the final flush, `fdatasync` and manifest, which can take tens of
+/// milliseconds) runs on a short-lived thread of its own, so it never holds up a worker.
 #[derive(Debug)]
 pub struct SinkPool {
     workers: std::sync::Mutex<Vec<Worker>>,
-    max_workers: usize,
+    /// `None`: a thread per call.
+    max_workers: Option<usize>,
     scheduling: SinkScheduling,
 }
 
@@ -226,25 +235,30 @@ struct Worker {
 }
 
 impl SinkPool {
-    /// A pool of at most `max_workers` threads (at least one), started as calls come.
-    pub fn new(max_workers: usize, scheduling: SinkScheduling) -> Self {
+    /// A pool of at most `max_workers` threads (at least one), started as calls come; with
+    /// `None`, a thread per call.
+    pub fn new(max_workers: Option<usize>, scheduling: SinkScheduling) -> Self {
         Self {
             workers: std::sync::Mutex::new(Vec::new()),
-            max_workers: max_workers.max(1),
+            max_workers: max_workers.map(|n| n.max(1)),
             scheduling,
         }
     }
 
-    /// Starts running a call's sinks on the least loaded worker (a new one while the pool has
-    /// fewer than its maximum).
+    /// Starts running a call's sinks: on a thread of its own named after `name`, or on the
+    /// least loaded worker (a new one while the pool has fewer than its maximum).
     ///
     /// # Errors
-    /// When the OS refuses a new worker thread.
+    /// When the OS refuses a new thread.
     pub fn start(
         &self,
+        name: &str,
         sinks: SinkSet,
         control: Receiver<SinkControl>,
     ) -> std::io::Result<SinkJoin> {
+        let Some(max_workers) = self.max_workers else {
+            return spawn(name, sinks, control, self.scheduling);
+        };
         let (task, join) = SinkTask::new(sinks, control);
         let mut workers = self
             .workers
@@ -255,7 +269,7 @@ impl SinkPool {
         let idle = workers
             .iter()
             .min_by_key(|w| w.load.load(Ordering::Relaxed))
-            .filter(|w| workers.len() >= self.max_workers || w.load.load(Ordering::Relaxed) == 0);
+            .filter(|w| workers.len() >= max_workers || w.load.load(Ordering::Relaxed) == 0);
         let task = match idle {
             Some(w) => {
                 w.load.fetch_add(1, Ordering::Relaxed);
@@ -815,7 +829,7 @@ mod tests {
         let root =
             std::env::temp_dir().join(format!("mediabot-runner-pool-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let pool = SinkPool::new(2, SinkScheduling::Nice);
+        let pool = SinkPool::new(Some(2), SinkScheduling::Nice);
         let mut calls = Vec::new();
         for i in 0..5u64 {
             let feed = FeedHandle::new(FeedState::new(
@@ -827,6 +841,7 @@ mod tests {
             let (tx, rx) = std::sync::mpsc::channel();
             let join = pool
                 .start(
+                    "pool",
                     SinkSet {
                         recorder: None,
                         feed: Some(feed.clone()),
@@ -882,6 +897,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let join = pool
             .start(
+                "pool",
                 SinkSet {
                     feed_dir: None,
                     ..SinkSet::empty()
@@ -892,6 +908,13 @@ mod tests {
         drop(tx);
         assert!(join.join().is_some());
         assert_eq!(pool.workers.lock().unwrap().len(), 2);
+        // The default: a thread per call, no shared workers.
+        let per_call = SinkPool::new(None, SinkScheduling::Nice);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let join = per_call.start("own", SinkSet::empty(), rx).unwrap();
+        tx.send(SinkControl::Stop(serde_json::Value::Null)).unwrap();
+        assert!(join.join().is_some());
+        assert!(per_call.workers.lock().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&root);
     }
 
