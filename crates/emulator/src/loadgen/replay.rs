@@ -352,8 +352,8 @@ const CONNECTED_POLL: Duration = Duration::from_millis(20);
 /// runtime's poller, and the socket is read every [`CONNECTED_POLL`] instead. Why: on
 /// loopback the sender of a datagram pays for waking its receiver (in the kernel's send path,
 /// an inter-processor interrupt when the receiver sleeps on another core), so a generator
-/// woken by every datagram the bot sends charged the bot ~75 µs per send on this VM
-/// (`docs/performance.md`). A real network card charges the bot nothing of the kind.
+/// woken by every datagram the bot sends charged the bot ~40 µs of the ~75 µs each of its
+/// sends took on this VM (perf at 100 streams, `docs/performance.md`). A real network card charges the bot nothing of the kind.
 async fn control(
     key: String,
     peer: Arc<Mutex<WhipClientPeer>>,

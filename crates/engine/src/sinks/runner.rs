@@ -167,8 +167,8 @@ fn apply_scheduling(scheduling: SinkScheduling) {
 }
 
 /// Runs a call's sinks on a thread of its own (a worker that exits once the call is
-/// finished). The engine shares a few workers between calls instead ([`SinkPool`]); this is
-/// for tools and tests that run one call.
+/// finished): what [`SinkPool`] does for each call by default, and what tools and tests that
+/// run one call use directly.
 ///
 /// # Errors
 /// When the OS refuses a thread.
