@@ -6,9 +6,9 @@
 //! (20 ms, on the process's shared grid) and, for each of its calls, drains everything queued,
 //! writes a file-based transcription feed's messages and applies the control messages waiting
 //! (roster facts, compliance gate, stop). On stop it drains the call's rings one last time and
-//! hands the files to a short-lived thread that finalizes them. A thread that falls behind
-//! lets its calls' rings fill; the pipeline then drops (and counts) frames per call. [`spawn`]
-//! runs one call on a thread of its own.
+//! finalizes the files (a shared worker hands that to a short-lived thread). A thread that
+//! falls behind lets its calls' rings fill; the pipeline then drops (and counts) frames per
+//! call. [`spawn`] runs one call on a thread of its own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -184,7 +184,7 @@ pub fn spawn(
         .name(format!("sink-{name}"))
         .spawn(move || {
             apply_scheduling(scheduling);
-            worker(&rx, vec![task], &AtomicUsize::new(1));
+            worker(&rx, vec![task], &AtomicUsize::new(1), Ending::Here);
         })?;
     drop(tx);
     Ok(join)
@@ -217,8 +217,9 @@ impl SinkJoin {
 /// (`docs/performance.md`). Give shared workers spare CPU (`media.sink_threads` no more than the
 /// cores left to them).
 ///
-/// A call's end (the final flush, `fdatasync` and manifest, which can take tens of
-/// milliseconds) runs on a short-lived thread of its own, so it never holds up a worker.
+/// On a shared worker, a call's end (the final flush, `fdatasync` and manifest, which can take
+/// tens of milliseconds) runs on a short-lived thread of its own, so it never holds up the
+/// worker's other calls; a thread per call closes its files itself.
 #[derive(Debug)]
 pub struct SinkPool {
     workers: std::sync::Mutex<Vec<Worker>>,
@@ -292,7 +293,7 @@ impl SinkPool {
             .name(format!("sink-{}", workers.len()))
             .spawn(move || {
                 apply_scheduling(scheduling);
-                worker(&rx, vec![task], &worker_load);
+                worker(&rx, vec![task], &worker_load, Ending::HandOff);
                 worker_load.store(usize::MAX, Ordering::Relaxed);
             })?;
         workers.push(Worker { tx, load });
@@ -300,10 +301,20 @@ impl SinkPool {
     }
 }
 
+/// Where a finished call's files are closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// On the thread that ran the call (it has no other call to hold up).
+    Here,
+    /// On a short-lived thread of its own, so the worker's other calls go on draining; on
+    /// the worker itself when the OS refuses that thread.
+    HandOff,
+}
+
 /// A worker's loop: every 20 ms, on the process's shared grid (10 ms while a call still
 /// waits for its first frame), runs each of its calls once; takes new calls as they come.
 /// Returns when it has no call left and no more can come.
-fn worker(new: &Receiver<SinkTask>, mut tasks: Vec<SinkTask>, load: &AtomicUsize) {
+fn worker(new: &Receiver<SinkTask>, mut tasks: Vec<SinkTask>, load: &AtomicUsize, ending: Ending) {
     let mut open = true;
     loop {
         let step = if tasks.iter().any(SinkTask::awaits_first_frame) {
@@ -314,8 +325,9 @@ fn worker(new: &Receiver<SinkTask>, mut tasks: Vec<SinkTask>, load: &AtomicUsize
         // Until the next point of the process's grid, which the media thread's wake-ups and
         // every other sink worker's share: one timer interrupt wakes them all.
         let now = Instant::now();
+        let wait = mediabot_media::sched::next_grid_point(now, step) - now;
         if open {
-            match new.recv_timeout(mediabot_media::sched::next_grid_point(now, step) - now) {
+            match new.recv_timeout(wait) {
                 Ok(t) => tasks.push(t),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
@@ -323,10 +335,10 @@ fn worker(new: &Receiver<SinkTask>, mut tasks: Vec<SinkTask>, load: &AtomicUsize
         } else if tasks.is_empty() {
             return;
         } else {
-            std::thread::sleep(mediabot_media::sched::next_grid_point(now, step) - now);
+            std::thread::sleep(wait);
         }
         tasks.retain_mut(|t| {
-            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.step()));
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.step(ending)));
             match done {
                 Ok(false) => true,
                 Ok(true) => {
@@ -394,13 +406,7 @@ impl SinkTask {
         self.sinks.on_first_frame.is_some()
     }
 
-    /// One round: drains the rings, writes the feed's files, applies the control messages
-    /// waiting. `true` once the call is finished (its end handed to a thread of its own).
-    fn step(&mut self) -> bool {
-        if !self.feed_opened {
-            self.feed_opened = true;
-            self.feed_file = open_feed_file(&mut self.sinks);
-        }
+    fn drain(&mut self) {
         drain(
             &mut self.rings,
             &mut self.packets,
@@ -408,6 +414,17 @@ impl SinkTask {
             &mut self.scratch,
             &mut self.out,
         );
+    }
+
+    /// One round: drains the rings, writes the feed's files, applies the control messages
+    /// waiting. `true` once the call is finished (its files closed, or being closed, as
+    /// `ending` says).
+    fn step(&mut self, ending: Ending) -> bool {
+        if !self.feed_opened {
+            self.feed_opened = true;
+            self.feed_file = open_feed_file(&mut self.sinks);
+        }
+        self.drain();
         pump_feed_file(&self.sinks, self.feed_file.as_mut(), &mut self.out);
         report_failures(&self.sinks, &mut self.reported_failures);
         loop {
@@ -420,14 +437,8 @@ impl SinkTask {
                 Err(std::sync::mpsc::TryRecvError::Empty) => return false,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => serde_json::Value::Null,
             };
-            // Frames pushed since the drain above; then the rest off the worker.
-            drain(
-                &mut self.rings,
-                &mut self.packets,
-                &mut self.sinks,
-                &mut self.scratch,
-                &mut self.out,
-            );
+            // Frames pushed since the drain above; then the files.
+            self.drain();
             let end = Finish {
                 sinks: std::mem::replace(&mut self.sinks, SinkSet::empty()),
                 packets: self.packets.take(),
@@ -436,13 +447,29 @@ impl SinkTask {
                 reported_failures: self.reported_failures,
                 done: self.done.clone(),
             };
+            if ending == Ending::Here {
+                end.run(stats);
+                return true;
+            }
+            // The thread takes the end from the slot; if the OS refuses the thread, the
+            // worker still has it and closes the files itself: recorded audio is never lost
+            // for want of a thread.
+            let slot = Arc::new(std::sync::Mutex::new(Some((end, stats))));
+            let theirs = Arc::clone(&slot);
             let spawned = std::thread::Builder::new()
                 .name("sink-finish".into())
-                .spawn(move || end.run(stats));
+                .spawn(move || {
+                    let job = theirs.lock().ok().and_then(|mut s| s.take());
+                    if let Some((end, stats)) = job {
+                        end.run(stats);
+                    }
+                });
             if let Err(e) = spawned {
-                // No thread for it: the outcome sender is dropped with it, the call's join
-                // gets `None`, and the files are closed unflushed by their drops.
-                tracing::error!(error = %e, "sink: no thread to finish a call's files");
+                tracing::warn!(error = %e, "sink: no thread to finish a call's files; closing them here");
+                let job = slot.lock().ok().and_then(|mut s| s.take());
+                if let Some((end, stats)) = job {
+                    end.run(stats);
+                }
             }
             return true;
         }
@@ -480,8 +507,8 @@ impl SinkTask {
     }
 }
 
-/// The end of a call's sinks, run on a thread of its own: the feed's `session.stop` and files,
-/// the recorder's final flush, `fdatasync` and manifest.
+/// The end of a call's sinks: the feed's `session.stop` and files, the recorder's final flush,
+/// `fdatasync` and manifest.
 struct Finish {
     sinks: SinkSet,
     packets: Option<PacketConsumer>,

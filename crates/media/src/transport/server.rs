@@ -921,7 +921,6 @@ impl ServerLoop {
 
     async fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = super::rx::RecvBatch::new();
-        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
         let kernel_stamps = super::rx::enable(&self.socket);
         if !kernel_stamps {
             tracing::debug!("no kernel receive timestamps: arrival is stamped after the read");
@@ -939,13 +938,15 @@ impl ServerLoop {
             tracing::error!("media socket not registered with the poller: reading on a timer");
         }
         let mut next_tick = grid.round_up(Instant::now() + TICK);
+        // Housekeeping on the grid too, rounded once where it is set, not every loop turn.
+        let mut next_housekeeping = grid.round_up(Instant::now() + HOUSEKEEPING);
         let mut wake = grid.coalesce(self.handler.next_wakeup());
         loop {
             // Every deadline on the grid: consecutive wake-ups then fall on consecutive grid
             // points and the timer runs periodic (no syscall to re-arm it, see `WakeTimer`).
             // The sessions' stack timers (reports, ICE checks) and send ticks move by less
             // than a step.
-            let mut deadline = grid.round_up(next_housekeeping).min(next_tick);
+            let mut deadline = next_housekeeping.min(next_tick);
             if let Some(Reverse((t, _))) = self.timers.peek() {
                 deadline = deadline.min(grid.round_up(*t));
             }
@@ -1000,7 +1001,7 @@ impl ServerLoop {
             self.run_due(now);
             if now >= next_housekeeping {
                 self.housekeeping(now);
-                next_housekeeping = now + HOUSEKEEPING;
+                next_housekeeping = grid.round_up(now + HOUSEKEEPING);
             }
             wake = grid.coalesce(self.handler.next_wakeup());
             if now >= next_tick || wake.is_some_and(|t| t <= now) {

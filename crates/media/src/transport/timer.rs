@@ -125,13 +125,7 @@ impl WakeTimer {
     fn fire(&mut self, at: Instant, now: Instant) {
         self.fired = Some(at);
         self.armed = match (self.periodic, self.grid) {
-            (true, Some(g)) => {
-                let mut next = at + g;
-                while next <= now {
-                    next += g;
-                }
-                Some(next)
-            }
+            (true, Some(g)) => Some(crate::sched::next_point_after(at, now.max(at), g)),
             _ => None,
         };
     }
