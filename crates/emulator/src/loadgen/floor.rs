@@ -62,27 +62,14 @@ pub fn measure(
         .name("floor-decode".into())
         .spawn(move || -> Result<Floor, String> {
             let pinned = cpu.filter(|c| super::procfs::pin_thread(0, *c).is_ok());
-            let mut decoders = (0..streams)
-                .map(|_| opus::Decoder::new(rate_hz, opus::Channels::Mono))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("opus decoder at {rate_hz} Hz: {e}"))?;
-            let mut pcm = vec![0f32; FRAME_SAMPLES * 6];
+            let mut set = DecoderSet::new(frames, streams, rate_hz)?;
             let counters = TaskCounters::open_self("floor-decode").ok();
             let start = thread_cpu_secs();
             let mut n: u64 = 0;
-            let mut idx = 0usize;
             loop {
-                // Each decoder advances through the packets with its own offset, as streams do.
-                for (i, d) in decoders.iter_mut().enumerate() {
-                    let p = &frames[(idx + i * 7) % frames.len()];
-                    let _ = d.decode_float(p, &mut pcm, false);
-                    n += 1;
-                }
-                idx += 1;
-                if n.is_multiple_of(512) && thread_cpu_secs() - start >= budget.as_secs_f64() {
-                    break;
-                }
-                if idx > 10_000_000 {
+                set.decode(512);
+                n += 512;
+                if thread_cpu_secs() - start >= budget.as_secs_f64() || n > 1_000_000_000 {
                     break;
                 }
             }
@@ -90,22 +77,138 @@ pub fn measure(
             let counted = counters
                 .and_then(|c| c.read_total().ok())
                 .and_then(|c| PerPacket::new(c, n));
-            let us = cpu_secs * 1e6 / n.max(1) as f64;
-            Ok(Floor {
-                rate_hz,
-                packets: n,
-                cpu_secs,
-                us_per_packet: us,
-                cores_per_stream: us * 50.0 / 1e6,
-                streams_per_core: 1e6 / (us * 50.0),
-                cpu: pinned,
-                counters: counted,
-            })
+            Ok(Floor::new(rate_hz, n, cpu_secs, pinned, counted))
         })
         .map_err(|e| format!("floor thread: {e}"))?;
     handle
         .join()
         .map_err(|_| "floor thread panicked".to_string())?
+}
+
+/// The floor paced as the bot receives the packets: `streams` streams of 50 packets a second,
+/// decoded on a `grid` of wake-ups (the bot's media thread wakes on a 1 ms grid), sleeping in
+/// between, for `wall` of wall-clock time, on a thread pinned to `cpu`.
+///
+/// Why: [`measure`] decodes back to back and never lets the core go idle. A bot below
+/// saturation idles between wake-ups, and on a virtual machine an idle vCPU may lose its
+/// caches and branch history to whatever the host runs meanwhile, so the same decode costs
+/// more per packet (8-15 % measured here at a 1 ms grid). This figure is the least a bot
+/// paced like ours can spend: the decode plus the timer wake-ups, nothing else. The targets
+/// stay judged against [`measure`]; this one says how much of the gap is the platform's.
+///
+/// # Errors
+/// As [`measure`].
+pub fn measure_paced(
+    packets: &Packets,
+    cpu: Option<usize>,
+    streams: usize,
+    wall: std::time::Duration,
+    rate_hz: u32,
+    grid: std::time::Duration,
+) -> Result<Floor, String> {
+    let frames = packets.frames.clone();
+    let streams = streams.max(1);
+    let grid = grid.max(std::time::Duration::from_micros(100));
+    let handle = std::thread::Builder::new()
+        .name("floor-paced".into())
+        .spawn(move || -> Result<Floor, String> {
+            let pinned = cpu.filter(|c| super::procfs::pin_thread(0, *c).is_ok());
+            let mut set = DecoderSet::new(frames, streams, rate_hz)?;
+            // Packets due per wake-up: 50 per stream per second.
+            let per_tick = streams as f64 * 50.0 * grid.as_secs_f64();
+            let t0 = std::time::Instant::now();
+            let start = thread_cpu_secs();
+            let (mut n, mut owed) = (0u64, 0.0f64);
+            let mut tick = 1u32;
+            while t0.elapsed() < wall {
+                owed += per_tick;
+                let due = owed.floor();
+                owed -= due;
+                set.decode(due as usize);
+                n += due as u64;
+                let deadline = t0 + grid * tick;
+                tick = tick.saturating_add(1);
+                std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+            }
+            let cpu_secs = (thread_cpu_secs() - start).max(1e-9);
+            Ok(Floor::new(rate_hz, n.max(1), cpu_secs, pinned, None))
+        })
+        .map_err(|e| format!("paced floor thread: {e}"))?;
+    handle
+        .join()
+        .map_err(|_| "paced floor thread panicked".to_string())?
+}
+
+impl Floor {
+    fn new(
+        rate_hz: u32,
+        packets: u64,
+        cpu_secs: f64,
+        cpu: Option<usize>,
+        counters: Option<PerPacket>,
+    ) -> Self {
+        let us = cpu_secs * 1e6 / packets.max(1) as f64;
+        Floor {
+            rate_hz,
+            packets,
+            cpu_secs,
+            us_per_packet: us,
+            cores_per_stream: us * 50.0 / 1e6,
+            streams_per_core: 1e6 / (us * 50.0),
+            cpu,
+            counters,
+        }
+    }
+}
+
+/// One decoder per simulated stream, taken in turn, each advancing through the packets with
+/// its own offset (as a bot's streams do).
+struct DecoderSet {
+    frames: std::sync::Arc<Vec<bytes::Bytes>>,
+    decoders: Vec<opus::Decoder>,
+    pcm: Vec<f32>,
+    /// Next decoder to use.
+    next: usize,
+    /// Rounds completed over all decoders.
+    round: usize,
+}
+
+impl DecoderSet {
+    fn new(
+        frames: std::sync::Arc<Vec<bytes::Bytes>>,
+        streams: usize,
+        rate_hz: u32,
+    ) -> Result<Self, String> {
+        if frames.is_empty() {
+            return Err("no packets to decode".into());
+        }
+        let decoders = (0..streams.max(1))
+            .map(|_| opus::Decoder::new(rate_hz, opus::Channels::Mono))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("opus decoder at {rate_hz} Hz: {e}"))?;
+        Ok(Self {
+            frames,
+            decoders,
+            pcm: vec![0f32; FRAME_SAMPLES * 6],
+            next: 0,
+            round: 0,
+        })
+    }
+
+    /// Decodes the next `n` packets (decoders in turn); decode errors are not expected for
+    /// our own packets and are ignored, as the cost was spent all the same.
+    fn decode(&mut self, n: usize) {
+        for _ in 0..n {
+            let i = self.next;
+            let p = &self.frames[(self.round + i * 7) % self.frames.len()];
+            let _ = self.decoders[i].decode_float(p, &mut self.pcm, false);
+            self.next += 1;
+            if self.next == self.decoders.len() {
+                self.next = 0;
+                self.round += 1;
+            }
+        }
+    }
 }
 
 /// What one timer wake-up costs on a CPU: threads that only sleep and wake, timed with their
@@ -232,6 +335,28 @@ mod tests {
             assert!(f.us_per_packet > 0.0);
             assert!((f.cores_per_stream * f.streams_per_core - 1.0).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn the_paced_floor_decodes_what_is_due_on_its_grid() {
+        let p = Packets::encode_speech(5, 1, 32_000).unwrap();
+        let wall = std::time::Duration::from_millis(200);
+        let grid = std::time::Duration::from_millis(1);
+        // 40 streams: 2 packets due per 1 ms wake-up, 2,000 a second.
+        let f = measure_paced(&p, None, 40, wall, 48_000, grid).unwrap();
+        assert_eq!(f.rate_hz, 48_000);
+        // At most what 200 ms can hold (a slow machine oversleeps and decodes fewer).
+        assert!(f.packets <= 402, "{}", f.packets);
+        assert!(f.packets >= 40, "{}", f.packets);
+        assert!(f.us_per_packet > 0.0);
+        assert!((f.cores_per_stream * f.streams_per_core - 1.0).abs() < 1e-9);
+        // Fractional rates accumulate: 10 streams are half a packet per wake-up.
+        let half = measure_paced(&p, None, 10, wall, 16_000, grid).unwrap();
+        assert!(
+            half.packets >= 10 && half.packets <= 101,
+            "{}",
+            half.packets
+        );
     }
 
     #[test]

@@ -481,6 +481,14 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             }
             _ => {}
         }
+        if bracket_secs > 0.0 && bot_pid.is_some() {
+            let grid = Duration::from_micros(args.bot_wake_grid_us.unwrap_or(1_000).max(100));
+            let wall = Duration::from_secs_f64(bracket_secs);
+            match floor::measure_paced(&packets, bot_cpu, streams, wall, rate, grid) {
+                Ok(f) => step.paced_floor = Some(f),
+                Err(e) => notes.push(format!("{label}: paced floor failed: {e}")),
+            }
+        }
         let broken = !step.broken.is_empty();
         if broken && knee.is_none() {
             knee = Some(Knee {
@@ -993,6 +1001,7 @@ async fn run_step(
             .as_ref()
             .map(|c| c.process_cores / streams_connected.max(1) as f64),
         floor_bracket: None,
+        paced_floor: None,
         bot_counters,
         rss_kib: rss,
         rss_per_stream_kib: match (rss, idle_rss_kib) {
