@@ -227,12 +227,21 @@ mod tests {
         t.arm(start);
         assert!(!t.is_periodic(), "nothing fired yet");
         t.wait().await;
+        // A wake-up seen more than a step late (a busy machine) has the kernel already past
+        // the next grid point, so arming that point rightly goes one-shot: the periodic
+        // checks below apply only when the last wake-up came in time.
+        let in_time = |next: Instant| Instant::now() < next;
         // The next grid point after the one that fired: periodic.
+        let on_time = in_time(start + step);
         t.arm(start + step);
-        assert!(t.is_periodic());
+        assert!(t.is_periodic() || !on_time);
         for k in 1..=5u32 {
+            let on_time = in_time(start + step * k);
             t.arm(start + step * k);
-            assert!(t.is_periodic(), "the grid point the kernel fires at next");
+            assert!(
+                t.is_periodic() || !on_time,
+                "the grid point the kernel fires at next"
+            );
             t.wait().await;
             assert!(
                 Instant::now() >= start + step * k,
@@ -246,8 +255,9 @@ mod tests {
         t.wait().await;
         assert!(Instant::now() >= later);
         // A periodic timer that is asked for an earlier instant fires then.
+        let on_time = in_time(later + step);
         t.arm(later + step);
-        assert!(t.is_periodic());
+        assert!(t.is_periodic() || !on_time);
         let soon = Instant::now();
         t.arm(soon);
         assert!(!t.is_periodic());
