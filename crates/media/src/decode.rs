@@ -72,17 +72,36 @@ impl OpusDecoder {
     /// # Errors
     /// [`DecodeError`] when the payload is not valid Opus.
     pub fn decode(&mut self, payload: &[u8]) -> Result<&[f32], DecodeError> {
+        let n = self.packet_samples(payload)?;
+        let n = decode_to(&mut self.decoder, payload, &mut self.buf[..n])?;
+        self.last_samples = n;
+        Ok(&self.buf[..n])
+    }
+
+    /// How many samples `payload` decodes to at this decoder's rate.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the payload is not valid Opus or longer than 120 ms.
+    pub fn packet_samples(&self, payload: &[u8]) -> Result<usize, DecodeError> {
         let n = opus::packet::get_nb_samples(payload, self.rate.hz())
             .map_err(|e| DecodeError::Opus(e.code()))?;
         if n == 0 || n > MAX_DECODE_SAMPLES {
             return Err(DecodeError::TooLong);
         }
-        let n = self
-            .decoder
-            .decode_float(payload, &mut self.buf[..n], false)
-            .map_err(|e| DecodeError::Opus(e.code()))?;
+        Ok(n)
+    }
+
+    /// Decodes one packet into `dst` (at least [`OpusDecoder::packet_samples`] long), so a
+    /// caller with a buffer of its own needs no copy out of ours; returns the sample count.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the payload is not valid Opus or `dst` is too short.
+    pub fn decode_into(&mut self, payload: &[u8], dst: &mut [f32]) -> Result<usize, DecodeError> {
+        let n = self.packet_samples(payload)?;
+        let dst = dst.get_mut(..n).ok_or(DecodeError::TooLong)?;
+        let n = decode_to(&mut self.decoder, payload, dst)?;
         self.last_samples = n;
-        Ok(&self.buf[..n])
+        Ok(n)
     }
 
     /// Conceals one lost packet of the same duration as the last one: from the FEC data in
@@ -128,6 +147,17 @@ pub fn has_fec(packet: &[u8]) -> bool {
     unsafe { opusic_sys::opus_packet_has_lbrr(packet.as_ptr(), len) > 0 }
 }
 
+/// One libopus decode of `payload` into `dst`; returns the sample count.
+fn decode_to(
+    decoder: &mut opus::Decoder,
+    payload: &[u8],
+    dst: &mut [f32],
+) -> Result<usize, DecodeError> {
+    decoder
+        .decode_float(payload, dst, false)
+        .map_err(|e| DecodeError::Opus(e.code()))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -156,5 +186,33 @@ mod tests {
         let (c, kind) = dec.conceal(None);
         assert_eq!((c.len(), kind), (320, DecodeKind::Plc));
         assert!(dec.decode(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn decoding_into_a_callers_buffer_matches_decoding_into_ours() {
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let (mut a, mut b) = (
+            OpusDecoder::new(SampleRate::HZ_48000).unwrap(),
+            OpusDecoder::new(SampleRate::HZ_48000).unwrap(),
+        );
+        let mut packet = [0u8; 400];
+        let mut dst = vec![0f32; 960];
+        for i in 0..10 {
+            let pcm: Vec<i16> = (0..960)
+                .map(|j| ((f64::from(i * 960 + j) * 0.01).sin() * 8000.0) as i16)
+                .collect();
+            let n = enc.encode(&pcm, &mut packet).unwrap();
+            assert_eq!(a.packet_samples(&packet[..n]).unwrap(), 960);
+            let got = a.decode_into(&packet[..n], &mut dst).unwrap();
+            assert_eq!(&dst[..got], b.decode(&packet[..n]).unwrap());
+            assert_eq!(a.last_samples(), 960);
+        }
+        // Too short a buffer, and garbage, are errors, not panics.
+        assert_eq!(
+            a.decode_into(&packet[..1], &mut dst[..100]),
+            Err(DecodeError::TooLong)
+        );
+        assert!(a.decode_into(&[0xff, 0xff, 0xff], &mut dst).is_err());
     }
 }

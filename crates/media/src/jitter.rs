@@ -103,6 +103,9 @@ pub enum Playout<'a> {
         payload: &'a [u8],
         /// Packets were skipped before this one (overflow or a gap too long to conceal).
         discontinuity: bool,
+        /// Its arrival and play-out deadline, as [`JitterBuffer::released_timing`] reports
+        /// them (carried here so a caller still holding `payload` can read them).
+        timing: Option<(f64, f64)>,
     },
     /// The next packet did not arrive in time.
     Lost {
@@ -438,6 +441,7 @@ impl JitterBuffer {
             ts: ExtTimestamp(slot.ts),
             payload: slot.payload(),
             discontinuity,
+            timing: self.released,
         }
     }
 }

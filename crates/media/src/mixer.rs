@@ -135,6 +135,18 @@ impl Mixer {
     /// # Errors
     /// [`MixReject`] when the slot was already mixed or is out of the window.
     pub fn add(&mut self, frame: &AudioFrame<f32>) -> Result<(), MixReject> {
+        self.add_parts(frame, frame.samples(), &[])
+    }
+
+    /// [`Mixer::add`] of a frame whose samples are `head` followed by `tail` (the frame's own
+    /// samples are not read): the play-out path hands its frames over in two parts, and this
+    /// saves joining them into the frame first.
+    pub(crate) fn add_parts(
+        &mut self,
+        frame: &AudioFrame<f32>,
+        head: &[f32],
+        tail: &[f32],
+    ) -> Result<(), MixReject> {
         let pos = frame.position.0;
         if pos < self.next_pos {
             return Err(MixReject::Late);
@@ -145,14 +157,29 @@ impl Mixer {
         }
         let idx = (pos / self.frame_len as u64) as usize % self.slots.len();
         let slot = &mut self.slots[idx];
-        if !slot.used || slot.pos != pos {
-            slot.acc.fill(0.0);
+        let fresh = !slot.used || slot.pos != pos;
+        if fresh {
             slot.pos = pos;
             slot.used = true;
             slot.n = 0;
         }
-        for (a, s) in slot.acc.iter_mut().zip(frame.samples()) {
-            *a += *s;
+        let cut = head.len().min(slot.acc.len());
+        let (acc_head, acc_tail) = slot.acc.split_at_mut(cut);
+        let head = &head[..acc_head.len()];
+        let tail = &tail[..tail.len().min(acc_tail.len())];
+        if fresh {
+            // The slot's first contributor: its samples are the sum so far (and whatever the
+            // frame does not cover is silence).
+            acc_head.copy_from_slice(head);
+            acc_tail[..tail.len()].copy_from_slice(tail);
+            acc_tail[tail.len()..].fill(0.0);
+        } else {
+            for (a, s) in acc_head.iter_mut().zip(head) {
+                *a += *s;
+            }
+            for (a, s) in acc_tail.iter_mut().zip(tail) {
+                *a += *s;
+            }
         }
         if slot.n < MAX_CONTRIBUTORS
             && let FrameSource::Participant { ssrc, .. } = frame.source
@@ -313,6 +340,7 @@ fn soft_limit(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::units::TimelinePos;
 
@@ -367,5 +395,39 @@ mod tests {
         assert!(to2.is_some_and(|s| (50..80).contains(&s)), "{changes:?}");
         // A frame for an already-mixed slot is late.
         assert_eq!(m.add(&frame(1, 0, 0.1)), Err(MixReject::Late));
+    }
+
+    #[test]
+    fn a_frame_in_two_parts_mixes_like_the_joined_frame() {
+        let mut joined = Mixer::new(MixerConfig::default(), SampleRate::HZ_16000, 320);
+        let mut parts = Mixer::new(MixerConfig::default(), SampleRate::HZ_16000, 320);
+        for slot in 0..4u64 {
+            let pos = slot * 320;
+            for (ssrc, amp) in [(1, 0.2), (2, 0.05), (3, 0.1)] {
+                let f = frame(ssrc, pos, amp);
+                joined.add(&f).unwrap();
+                // Split at a different point for each speaker; the frame's own samples are
+                // garbage, as the play-out path leaves them.
+                let cut = (ssrc as usize * 97) % 320;
+                let (head, tail) = f.samples().split_at(cut);
+                let (head, tail) = (head.to_vec(), tail.to_vec());
+                let mut meta = f;
+                meta.set_samples_f32(&[9.0; 320]);
+                parts.add_parts(&meta, &head, &tail).unwrap();
+            }
+        }
+        // A stale slot (reused ring index) is reset by its first contributor in both.
+        let now = 4 * 320 + 320 + 5760;
+        for _ in 0..4 {
+            let (a, _) = joined.poll(now).unwrap();
+            let a = *a;
+            let (b, _) = parts.poll(now).unwrap();
+            assert_eq!(a.samples(), b.samples());
+            assert_eq!(a.active_speakers, b.active_speakers);
+        }
+        assert_eq!(
+            parts.add_parts(&frame(1, 0, 0.1), &[0.0; 320], &[]),
+            Err(MixReject::Late)
+        );
     }
 }

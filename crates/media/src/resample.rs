@@ -105,6 +105,20 @@ impl DriftResampler {
         each!(self, r => r.push_zeros(n))
     }
 
+    /// The FIFO's free space for exactly `n` more input samples, to be written in place (a
+    /// decoder writes straight into it: no copy); `None` when `n` do not fit now, and the
+    /// caller pushes through [`DriftResampler::push`] instead. The samples count once
+    /// [`DriftResampler::commit`] says how many were written.
+    pub fn input_slot(&mut self, n: usize) -> Option<&mut [f32]> {
+        each!(self, r => r.input_slot(n))
+    }
+
+    /// Takes the first `n` samples written into the last [`DriftResampler::input_slot`] as
+    /// input (at most the slot's length).
+    pub fn commit(&mut self, n: usize) {
+        each!(self, r => r.commit(n))
+    }
+
     /// Resamples one chunk if the FIFO holds one; returns the output samples.
     ///
     /// At equal rates with a correction within [`WHOLE_SAMPLE_MAX`], the output is whole input
@@ -369,6 +383,15 @@ impl CubicDrift {
         n
     }
 
+    fn input_slot(&mut self, n: usize) -> Option<&mut [f32]> {
+        self.make_room(n);
+        self.fifo.get_mut(self.fifo_len..self.fifo_len + n)
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.fifo_len = (self.fifo_len + n).min(self.fifo.len());
+    }
+
     /// Output `n` of a chunk sits at input position `t_n = t0 + n * step + dstep * n (n - 1) / 2`
     /// (the step ramps linearly from `step` to `target_step`), for every `n` with
     /// `floor(t_n) < HISTORY + chunk - 2`; the next chunk starts at that first `t_n` less
@@ -613,6 +636,14 @@ impl RubatoResampler {
         n
     }
 
+    fn input_slot(&mut self, n: usize) -> Option<&mut [f32]> {
+        self.fifo.get_mut(self.fifo_len..self.fifo_len + n)
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.fifo_len = (self.fifo_len + n).min(self.fifo.len());
+    }
+
     /// Resamples one chunk if the FIFO holds one; returns the output samples.
     fn process(&mut self) -> Option<&[f32]> {
         if self.fifo_len < self.chunk {
@@ -657,6 +688,53 @@ impl RubatoResampler {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn writing_in_place_resamples_like_pushing() {
+        for (from, to) in [
+            (SampleRate::HZ_48000, SampleRate::HZ_48000),
+            (SampleRate::HZ_48000, SampleRate::HZ_16000),
+        ] {
+            let mut pushed = DriftResampler::new(from, to).unwrap();
+            let mut placed = DriftResampler::new(from, to).unwrap();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut in_place = 0;
+            for k in 0..50 {
+                let input: Vec<f32> = (0..960)
+                    .map(|i| ((k * 960 + i) as f32 * 0.01).sin())
+                    .collect();
+                pushed.set_correction(0.0002);
+                placed.set_correction(0.0002);
+                let mut rest = &input[..];
+                while !rest.is_empty() {
+                    let n = pushed.push(rest);
+                    rest = &rest[n..];
+                    while let Some(o) = pushed.process() {
+                        a.extend_from_slice(o);
+                    }
+                }
+                if let Some(slot) = placed.input_slot(input.len()) {
+                    slot.copy_from_slice(&input);
+                    placed.commit(input.len());
+                    in_place += 1;
+                } else {
+                    let mut rest = &input[..];
+                    while !rest.is_empty() {
+                        let n = placed.push(rest);
+                        rest = &rest[n..];
+                        while let Some(o) = placed.process() {
+                            b.extend_from_slice(o);
+                        }
+                    }
+                }
+                while let Some(o) = placed.process() {
+                    b.extend_from_slice(o);
+                }
+            }
+            assert!(in_place > 0, "{from:?} -> {to:?}: the slot was never free");
+            assert_eq!(a, b, "{from:?} -> {to:?}");
+        }
+    }
 
     fn run(r: &mut DriftResampler, n: usize) -> usize {
         let input = vec![0.25f32; n];

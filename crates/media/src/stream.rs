@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::decode::{DecodeKind, OpusDecoder};
+use crate::decode::{DecodeError, DecodeKind, OpusDecoder};
 use crate::frame::{
     AudioFrame, FrameFlags, FrameSource, MAX_FRAME_SAMPLES, level_and_silence_parts,
 };
@@ -285,23 +285,29 @@ impl Stream {
                     ts,
                     payload,
                     discontinuity,
+                    timing,
                     ..
                 } => {
-                    let decoded = dec.decode(payload);
                     // Frames completed while this packet plays out are "made from" it.
-                    out.timing = jb.released_timing().filter(|(a, _)| a.is_finite());
+                    out.timing = timing.filter(|(a, _)| a.is_finite());
                     self.tl
                         .place(ts.0, discontinuity, stats, self.ssrc, self.participant, out);
-                    match decoded {
-                        Ok(pcm) => {
+                    let (ssrc, participant) = (self.ssrc, self.participant);
+                    let decoded = match self.tl.decode_in_place(dec, payload) {
+                        Ok(true) => {
                             self.tl
-                                .push(pcm, false, stats, self.ssrc, self.participant, out)
+                                .drain_resampler(false, stats, ssrc, participant, out);
+                            continue;
                         }
+                        Ok(false) => dec.decode(payload),
+                        Err(e) => Err(e),
+                    };
+                    match decoded {
+                        Ok(pcm) => self.tl.push(pcm, false, stats, ssrc, participant, out),
                         Err(_) => {
                             StreamStats::add(&stats.decode_errors, 1);
                             let (pcm, _) = dec.conceal(None);
-                            self.tl
-                                .push(pcm, true, stats, self.ssrc, self.participant, out);
+                            self.tl.push(pcm, true, stats, ssrc, participant, out);
                         }
                     }
                 }
@@ -508,6 +514,31 @@ impl Timeline {
         }
     }
 
+    /// Decodes `payload` straight into the resampler's FIFO (no copy through the decoder's
+    /// buffer) when nothing stands in the way: the stream is anchored, no overlap is being
+    /// dropped, and the FIFO has the room. `Ok(true)`: decoded and counted as input, drain
+    /// next. `Ok(false)`: not attempted (nothing decoded), take the copying path.
+    fn decode_in_place(
+        &mut self,
+        dec: &mut OpusDecoder,
+        payload: &[u8],
+    ) -> Result<bool, DecodeError> {
+        let Some(next) = self.next_ts else {
+            return Ok(false);
+        };
+        if self.drop_input > 0 {
+            return Ok(false);
+        }
+        let n = dec.packet_samples(payload)?;
+        let Some(slot) = self.rs.input_slot(n) else {
+            return Ok(false);
+        };
+        let got = dec.decode_into(payload, slot)?;
+        self.rs.commit(got);
+        self.next_ts = Some(next + got as i64 * self.k);
+        Ok(true)
+    }
+
     fn push(
         &mut self,
         samples: &[f32],
@@ -689,12 +720,10 @@ fn emit(
             .as_secs_f64();
         out.latency.record_frame(arrival, due, pushed);
     }
-    if let Some(m) = out.mixer.as_deref_mut() {
-        // The mixer reads the frame's own samples.
-        f.set_samples_f32_parts(head, tail);
-        if let Err(MixReject::Late | MixReject::TooEarly) = m.add(f) {
-            StreamStats::add(&out.call_stats.late_for_mix, 1);
-        }
+    if let Some(m) = out.mixer.as_deref_mut()
+        && let Err(MixReject::Late | MixReject::TooEarly) = m.add_parts(f, head, tail)
+    {
+        StreamStats::add(&out.call_stats.late_for_mix, 1);
     }
 }
 
