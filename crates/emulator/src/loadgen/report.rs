@@ -677,7 +677,14 @@ impl LoadtestReport {
                 ),
                 _ => "no step of 500 streams run".into(),
             },
-            met: at500.map(|s| s.broken.is_empty()),
+            // Held at 500: met. Broke at or below 500 (the knee is the first step that
+            // broke), so 500 cannot hold on this machine: missed. Otherwise not measured.
+            met: at500.map(|s| s.broken.is_empty()).or_else(|| {
+                self.knee
+                    .as_ref()
+                    .filter(|k| k.streams <= 500)
+                    .map(|_| false)
+            }),
         });
         // CPU per stream vs the floor.
         // The 500-stream step when it held, else the largest that held, else the first.
@@ -1742,6 +1749,34 @@ mod tests {
             json["steps"][0]["floor_bracket"]["after_us_per_packet"],
             14.0
         );
+    }
+
+    #[test]
+    fn a_knee_below_500_streams_misses_the_streams_target_without_a_500_step() {
+        let mut r = report();
+        r.steps.retain(|s| s.streams_target < 500);
+        assert!(!r.steps.is_empty());
+        r.evaluate();
+        assert_eq!(
+            r.targets[0].met, None,
+            "no 500 step and no knee: not measured"
+        );
+        r.knee = Some(Knee {
+            streams: 320,
+            reasons: vec!["frame processing p99 38.96 ms ≥ 2 ms".into()],
+        });
+        r.targets.clear();
+        r.evaluate();
+        assert_eq!(r.targets[0].met, Some(false), "{:?}", r.targets[0]);
+        assert!(markdown(&r).contains("broke at 320 streams"));
+        // A knee above 500 with no 500 step says nothing about 500.
+        r.knee = Some(Knee {
+            streams: 600,
+            reasons: vec![],
+        });
+        r.targets.clear();
+        r.evaluate();
+        assert_eq!(r.targets[0].met, None);
     }
 
     #[test]
