@@ -752,8 +752,21 @@ impl LoadtestReport {
                                 r.cycles, r.instructions
                             )
                         });
+                    let paced = s
+                        .paced_floor
+                        .as_ref()
+                        .filter(|p| p.cores_per_stream > 0.0)
+                        .zip(s.bot_cores_per_stream)
+                        .map_or(String::new(), |(p, b)| {
+                            format!(
+                                "; {:.2}x the paced floor ({:.1} µs per packet, for reference: \
+                                 the same decode idling between wake-ups as the bot does)",
+                                b / p.cores_per_stream,
+                                p.us_per_packet
+                            )
+                        });
                     format!(
-                        "{r:.2}x at {} streams ({:.3}% vs {:.3}% of a core per stream, {which}){reference}{counted}",
+                        "{r:.2}x at {} streams ({:.3}% vs {:.3}% of a core per stream, {which}){reference}{paced}{counted}",
                         s.streams_connected,
                         s.bot_cores_per_stream.unwrap_or(0.0) * 100.0,
                         floor_cores * 100.0,
