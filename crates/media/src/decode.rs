@@ -91,14 +91,14 @@ impl OpusDecoder {
         Ok(n)
     }
 
-    /// Decodes one packet into `dst` (at least [`OpusDecoder::packet_samples`] long), so a
-    /// caller with a buffer of its own needs no copy out of ours; returns the sample count.
+    /// Decodes one packet into `dst`, sized by the caller from [`OpusDecoder::packet_samples`]
+    /// (so the packet's header is not parsed twice), so a caller with a buffer of its own
+    /// needs no copy out of ours; returns the sample count.
     ///
     /// # Errors
-    /// [`DecodeError`] when the payload is not valid Opus or `dst` is too short.
+    /// [`DecodeError`] when the payload is not valid Opus, or `dst` is too short for it
+    /// (libopus's `BufferTooSmall`).
     pub fn decode_into(&mut self, payload: &[u8], dst: &mut [f32]) -> Result<usize, DecodeError> {
-        let n = self.packet_samples(payload)?;
-        let dst = dst.get_mut(..n).ok_or(DecodeError::TooLong)?;
         let n = decode_to(&mut self.decoder, payload, dst)?;
         self.last_samples = n;
         Ok(n)
@@ -211,7 +211,7 @@ mod tests {
         // Too short a buffer, and garbage, are errors, not panics.
         assert_eq!(
             a.decode_into(&packet[..1], &mut dst[..100]),
-            Err(DecodeError::TooLong)
+            Err(DecodeError::Opus(opus::ErrorCode::BufferTooSmall))
         );
         assert!(a.decode_into(&[0xff, 0xff, 0xff], &mut dst).is_err());
     }

@@ -746,7 +746,12 @@ impl Default for Decimator {
 /// One output: `taps · window`, rounded back to 16 bits.
 #[inline]
 fn fir(t: &[i16; TAPS], window: &[i16]) -> i16 {
-    let acc = dot_i16(t, window);
+    from_q15(dot_i16(t, window))
+}
+
+/// A Q15 sum of products rounded back to a 16-bit sample (saturating).
+#[inline]
+fn from_q15(acc: i32) -> i16 {
     let rounded = (acc + (1 << (TAP_SHIFT - 1))) >> TAP_SHIFT;
     rounded.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16
 }
@@ -815,9 +820,7 @@ unsafe fn fir_all_avx2(t: &[i16; TAPS], windows: &[i16], dst: &mut [i16]) {
         let mut h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
         h = _mm_add_epi32(h, _mm_shuffle_epi32::<0b01_00_11_10>(h));
         h = _mm_add_epi32(h, _mm_shuffle_epi32::<0b10_11_00_01>(h));
-        let acc = _mm_cvtsi128_si32(h);
-        let rounded = (acc + (1 << (TAP_SHIFT - 1))) >> TAP_SHIFT;
-        *d = rounded.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+        *d = from_q15(_mm_cvtsi128_si32(h));
     }
 }
 
