@@ -71,6 +71,8 @@ async fn aiortc_two_speakers_arrive_intact() {
     // aiortc only sends, so what we sent back on RTCP are receiver reports (about 1/s).
     let rtcp_sent = TransportStats::get(&h.media.stats().rtcp_sent);
     assert!(rtcp_sent >= 2, "receiver reports sent: {rtcp_sent}");
+    // aiortc offers `a=setup:actpass`: the session ran on the direct media plane.
+    assert_eq!(TransportStats::get(&h.media.stats().direct_sessions), 1);
     assert_eq!(seen.closed[0].1, CloseReason::Requested);
     for (k, ssrc) in SSRCS.iter().enumerate() {
         let packets: Vec<_> = seen.rtp.iter().filter(|p| p.ssrc == *ssrc).collect();

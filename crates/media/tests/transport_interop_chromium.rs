@@ -142,6 +142,11 @@ async fn chromium_fake_microphone_arrives_intact() {
     );
     let seen = h.seen.lock().unwrap().clone();
     assert_eq!(seen.closed[0].1, CloseReason::Requested, "{console:#?}");
+    // Chromium offers `a=setup:actpass`: the session ran on the direct media plane.
+    assert_eq!(
+        mediabot_media::transport::server::TransportStats::get(&h.media.stats().direct_sessions),
+        1
+    );
     let ssrcs: std::collections::BTreeSet<u32> = seen.rtp.iter().map(|p| p.ssrc).collect();
     assert_eq!(ssrcs.len(), 1, "one microphone, one stream: {ssrcs:?}");
     let packets: Vec<_> = seen.rtp.iter().collect();

@@ -10,12 +10,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mediabot_media::transport::client::{OutboundRtp, WhipClientConfig, WhipClientSession};
+use mediabot_media::transport::server::{MediaServerConfig, TransportStats};
 use mediabot_media::transport::{AudioLevel, CallId, CloseReason, TonePhase};
 use transport_common::{Harness, Seen};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_calls_share_one_port_and_keep_their_ssrcs() {
-    let h = Harness::start().await;
+    two_calls(true).await;
+}
+
+/// The same through the WebRTC stack's own DTLS-SRTP (`direct_media = false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_calls_on_the_stack_path() {
+    two_calls(false).await;
+}
+
+async fn two_calls(direct_media: bool) {
+    let h = Harness::start_with(MediaServerConfig {
+        direct_media,
+        ..Default::default()
+    })
+    .await;
     let call_a = CallId::new("call-a");
     let call_b = CallId::new("call-b");
     let blob_a = h.whip.mint_blob(&call_a);
@@ -125,5 +140,7 @@ async fn two_calls_share_one_port_and_keep_their_ssrcs() {
     assert_eq!(h.whip.session_count(), 1);
     assert_eq!(b.close().await.unwrap(), 200);
     assert_eq!(h.media.session_count().await.unwrap(), 0);
+    let direct = TransportStats::get(&h.media.stats().direct_sessions);
+    assert_eq!(direct, if direct_media { 2 } else { 0 });
     h.media.shutdown().await;
 }

@@ -17,11 +17,22 @@ use transport_common::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_pcm_reaches_the_far_side_paced_and_intact() {
+    send_scenario(true).await;
+}
+
+/// The same through the WebRTC stack's own DTLS-SRTP (`direct_media = false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_pcm_reaches_the_far_side_on_the_stack_path() {
+    send_scenario(false).await;
+}
+
+async fn send_scenario(direct_media: bool) {
     let h = Harness::start_with(MediaServerConfig {
         send: SendConfig {
             ring_ms: 3000,
             ..Default::default()
         },
+        direct_media,
         ..Default::default()
     })
     .await;
@@ -140,6 +151,11 @@ async fn app_pcm_reaches_the_far_side_paced_and_intact() {
         .sender_reports
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(srs >= 2, "sender reports received: {srs}");
+    // Both directions ran on the plane asked for.
+    assert_eq!(
+        mediabot_media::transport::server::TransportStats::get(&h.media.stats().direct_sessions),
+        u64::from(direct_media)
+    );
     c.close().await.unwrap();
     h.media.shutdown().await;
 }

@@ -67,6 +67,7 @@
 pub mod blob;
 pub mod client;
 pub mod client_peer;
+mod direct;
 pub mod packet;
 mod rtcp_tap;
 mod rx;

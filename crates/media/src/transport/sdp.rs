@@ -11,6 +11,9 @@ pub const MAX_OFFER_LEN: usize = 64 * 1024;
 /// Most `m=` sections accepted in one offer.
 pub const MAX_MEDIA_SECTIONS: usize = 16;
 
+/// Most `a=fingerprint` values kept from one offer (further ones are ignored).
+pub const MAX_FINGERPRINTS: usize = 8;
+
 /// What the offer says about audio.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OfferAudio {
@@ -26,6 +29,10 @@ pub struct OfferAudio {
     pub ice_ufrag: Option<String>,
     /// Whether the offer carries a DTLS fingerprint (it must, or there is no DTLS-SRTP).
     pub has_fingerprint: bool,
+    /// The offer's DTLS certificate fingerprints (`a=fingerprint:<hash> <hex>`, session or
+    /// media level), as (hash function in lower case, hex value in lower case); at most
+    /// [`MAX_FINGERPRINTS`]. The peer's certificate must match one of them.
+    pub fingerprints: Vec<(String, String)>,
     /// Whether the first Opus section lets us send audio back (`sendrecv` or `recvonly`): then
     /// the bot gets a playback stream.
     pub wants_audio_back: bool,
@@ -150,8 +157,16 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferAudio, OfferError> {
                     }
                 } else if value == "sendonly" || value == "inactive" {
                     sec.no_receive = true;
-                } else if value.starts_with("fingerprint:") {
+                } else if let Some(rest) = value.strip_prefix("fingerprint:") {
                     out.has_fingerprint = true;
+                    if let Some((hash, hex)) = rest.trim().split_once(' ')
+                        && out.fingerprints.len() < MAX_FINGERPRINTS
+                    {
+                        let fp = (hash.to_ascii_lowercase(), hex.trim().to_ascii_lowercase());
+                        if !out.fingerprints.contains(&fp) {
+                            out.fingerprints.push(fp);
+                        }
+                    }
                 }
             }
             _ => {}
@@ -230,6 +245,7 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
         assert_eq!(a.audio_level_id, Some(1));
         assert_eq!(a.ice_ufrag.as_deref(), Some("abcd"));
         assert!(!a.wants_audio_back, "first section is sendonly");
+        assert_eq!(a.fingerprints, vec![("sha-256".into(), "aa:bb".into())]);
         let sendrecv = OFFER.replacen("a=sendonly\r\n", "", 1);
         assert!(inspect_offer(&sendrecv).unwrap().wants_audio_back);
     }

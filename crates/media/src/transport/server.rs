@@ -110,6 +110,12 @@ pub struct MediaServerConfig {
     /// says so in the log. The kernel's RT throttling (by default 95 % of each second) keeps a
     /// runaway media thread from locking its core. `None` (default): normal priority.
     pub realtime_priority: Option<u8>,
+    /// Run each session's DTLS-SRTP, SRTCP and RTCP reports in mediabot's own media plane
+    /// (`transport::direct`) instead of through the WebRTC stack's per-packet pipeline, which
+    /// then handles SDP and ICE only. The bot answers as the DTLS server
+    /// (`a=setup:passive`); an offer that insists on the opposite stays on the stack path.
+    /// Default true: the same crates' DTLS and SRTP, at a fraction of the per-packet cost.
+    pub direct_media: bool,
 }
 
 impl Default for MediaServerConfig {
@@ -128,6 +134,7 @@ impl Default for MediaServerConfig {
             send: SendConfig::default(),
             wake_grid: Duration::from_millis(1),
             realtime_priority: None,
+            direct_media: true,
         }
     }
 }
@@ -218,6 +225,9 @@ pub struct TransportStats {
     pub sessions_opened: AtomicU64,
     /// Sessions that reached connected.
     pub sessions_connected: AtomicU64,
+    /// Sessions opened on the direct media plane ([`MediaServerConfig::direct_media`]); the
+    /// rest of `sessions_opened` went through the stack.
+    pub direct_sessions: AtomicU64,
     /// Sessions closed (any reason).
     pub sessions_closed: AtomicU64,
     /// Sessions closed because the handshake took too long.
@@ -322,6 +332,7 @@ impl MediaServer {
             ));
         }
         let advertised = SocketAddr::new(ip, config.public_port.unwrap_or(local_addr.port()));
+        let config_direct = config.direct_media;
         let (tx, rx) = mpsc::channel(256);
         let stats = Arc::new(TransportStats::default());
         let thread_stats = Arc::clone(&stats);
@@ -362,6 +373,7 @@ impl MediaServer {
             negotiator: Arc::new(Negotiator {
                 advertised,
                 certificate: std::sync::Mutex::new(None),
+                direct: config_direct,
             }),
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
@@ -589,6 +601,9 @@ struct Session {
     playback: Option<Playback>,
     /// The wake-up currently on the timer heap for this session.
     armed: Option<Instant>,
+    /// The session's own DTLS-SRTP media plane ([`MediaServerConfig::direct_media`]); `None`:
+    /// media goes through the stack.
+    direct: Option<super::direct::DirectMedia>,
 }
 
 /// The bot's outbound audio on one session.
@@ -606,6 +621,8 @@ struct Negotiator {
     /// One DTLS certificate for all sessions (generating one per session costs more than the
     /// rest of the setup), renewed daily.
     certificate: std::sync::Mutex<Option<(RTCCertificate, Instant)>>,
+    /// [`MediaServerConfig::direct_media`].
+    direct: bool,
 }
 
 /// A negotiated session, ready for the media thread.
@@ -615,6 +632,11 @@ struct Negotiated {
     offer: OfferAudio,
     out_track: Option<(u32, RTCRtpSenderId)>,
     answer_sdp: String,
+    /// The direct media plane's DTLS server configuration, when the session takes that path.
+    direct: Option<(
+        Arc<rtc::dtls::config::HandshakeConfig>,
+        Arc<dyn rtc::crypto::RTCCryptoProvider>,
+    )>,
 }
 
 impl Negotiator {
@@ -639,7 +661,14 @@ impl Negotiator {
         let mut rng = rand::rng();
         let ufrag = random_token(&mut rng, 16);
         let pwd = random_token(&mut rng, 32);
-        let settings = SettingEngineBuilder::new()
+        let mut settings = SettingEngineBuilder::new();
+        if self.direct {
+            // The direct media plane is a DTLS server: answer `a=setup:passive`.
+            settings = settings.with_answering_dtls_role(
+                rtc::peer_connection::transport::RTCDtlsRole::Server,
+            );
+        }
+        let settings = settings
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), pwd)
             .with_ice_timeouts(
@@ -649,10 +678,11 @@ impl Negotiator {
             )
             .build();
         let media_engine = audio_media_engine().map_err(neg)?;
+        let certificates = self.certificates(now);
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(
                 RTCConfigurationBuilder::new()
-                    .with_certificates(self.certificates(now))
+                    .with_certificates(certificates.clone())
                     .build(),
             )
             .with_setting_engine(settings)
@@ -684,13 +714,47 @@ impl Negotiator {
         {
             return Err(SessionError::Offer(OfferError::NoCommonCodec));
         }
+        let direct = self
+            .direct
+            .then(|| direct_config(&answer_sdp, &certificates, &offer))
+            .flatten();
         Ok(Negotiated {
             pc,
             ufrag,
             offer,
             out_track,
             answer_sdp,
+            direct,
         })
+    }
+}
+
+/// The direct media plane's DTLS configuration for a session, when it can take that path: our
+/// answer is the DTLS server (`a=setup:passive`), we hold the certificate the answer's
+/// fingerprint names, and the offer has a SHA-256 fingerprint to check the peer against.
+#[allow(clippy::type_complexity)]
+fn direct_config(
+    answer_sdp: &str,
+    certificates: &[RTCCertificate],
+    offer: &OfferAudio,
+) -> Option<(
+    Arc<rtc::dtls::config::HandshakeConfig>,
+    Arc<dyn rtc::crypto::RTCCryptoProvider>,
+)> {
+    let passive = answer_sdp
+        .lines()
+        .any(|l| l.trim_end() == "a=setup:passive");
+    let certificate = certificates.first()?;
+    if !passive {
+        return None;
+    }
+    let crypto = rtc::crypto::default_provider().ok()?;
+    match super::direct::server_config(certificate, &offer.fingerprints, &crypto) {
+        Ok(config) => Some((config, crypto)),
+        Err(e) => {
+            tracing::debug!(error = %e, "direct media unavailable; stack path");
+            None
+        }
     }
 }
 
@@ -1159,6 +1223,7 @@ impl ServerLoop {
             offer,
             out_track,
             answer_sdp,
+            direct,
         } = negotiated;
         if self.by_ufrag.contains_key(&ufrag) {
             // 16 random alphanumerics: practically never; the far side may simply retry.
@@ -1192,6 +1257,15 @@ impl ServerLoop {
             }
             None => (None, None),
         };
+        let direct = direct.map(|(config, crypto)| {
+            super::direct::DirectMedia::new(
+                config,
+                crypto,
+                out_track.map(|(ssrc, _)| ssrc),
+                self.rng.next_u32(),
+                now,
+            )
+        });
         let session = Session {
             id,
             call: call.clone(),
@@ -1209,7 +1283,11 @@ impl ServerLoop {
             close: None,
             playback,
             armed: None,
+            direct,
         };
+        if session.direct.is_some() {
+            TransportStats::inc(&self.stats.direct_sessions);
+        }
         self.by_ufrag.insert(ufrag, id);
         self.sessions.insert(id, session);
         TransportStats::inc(&self.stats.sessions_opened);
@@ -1291,6 +1369,10 @@ impl ServerLoop {
             _ => {}
         }
         s.last_rx = now;
+        if s.direct.is_some() && kind != DatagramKind::Stun {
+            self.handle_direct(id, kind, data, from, now);
+            return;
+        }
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -1346,6 +1428,16 @@ impl ServerLoop {
                 if let Err(e) = s.pc.handle_timeout(now) {
                     tracing::debug!(session = %id, error = %e, "timeout handling");
                 }
+                if let Some(d) = s.direct.as_mut()
+                    && let Err(e) = d.handle_timeout(now)
+                {
+                    tracing::debug!(session = %id, error = %e, "direct media timeout handling");
+                    if !d.is_keyed() {
+                        // The handshake gave up retransmitting.
+                        s.close.get_or_insert(CloseReason::Failed);
+                    }
+                }
+                flush_direct(&self.socket, &self.stats, s);
                 // Avoid spinning if the stack keeps returning a past deadline.
                 s.next_timeout = None;
             }
@@ -1406,19 +1498,8 @@ impl ServerLoop {
             }
             while play.next_tick <= now {
                 play.next_tick += send::FRAME_DURATION;
-                let packet = match play.core.next_packet() {
-                    Ok(Some(p)) => rtc::rtp::packet::Packet {
-                        header: rtc::rtp::header::Header {
-                            version: 2,
-                            marker: p.marker,
-                            payload_type: p.payload_type,
-                            sequence_number: p.sequence,
-                            timestamp: p.timestamp,
-                            ssrc: play.ssrc,
-                            ..Default::default()
-                        },
-                        payload: bytes::Bytes::copy_from_slice(p.payload),
-                    },
+                let p = match play.core.next_packet() {
+                    Ok(Some(p)) => p,
                     Ok(None) => continue,
                     Err(e) => {
                         TransportStats::inc(&self.stats.playback_errors);
@@ -1426,10 +1507,38 @@ impl ServerLoop {
                         continue;
                     }
                 };
-                let written =
+                let header = rtc::rtp::header::Header {
+                    version: 2,
+                    marker: p.marker,
+                    payload_type: p.payload_type,
+                    sequence_number: p.sequence,
+                    timestamp: p.timestamp,
+                    ssrc: play.ssrc,
+                    ..Default::default()
+                };
+                let written = if let Some(d) = s.direct.as_mut() {
+                    match (d.protect_rtp(&header, p.payload, now), d.peer()) {
+                        (Ok(datagram), Some(to)) => {
+                            let sent = self.socket.send_to(&datagram, to).is_ok();
+                            let counter = if sent {
+                                &self.stats.datagrams_out
+                            } else {
+                                &self.stats.send_errors
+                            };
+                            TransportStats::inc(counter);
+                            sent
+                        }
+                        _ => false,
+                    }
+                } else {
+                    let packet = rtc::rtp::packet::Packet {
+                        header,
+                        payload: bytes::Bytes::copy_from_slice(p.payload),
+                    };
                     s.pc.rtp_sender(play.sender)
                         .map(|mut sender| sender.write_rtp(now, packet).is_ok())
-                        .unwrap_or(false);
+                        .unwrap_or(false)
+                };
                 let counter = if written {
                     &self.stats.rtp_sent
                 } else {
@@ -1467,6 +1576,10 @@ impl ServerLoop {
         while let Some(out) = s.pc.poll_write() {
             self.send(&out.message, out.transport.peer_addr);
         }
+        if let Some(d) = s.direct.as_mut() {
+            d.close(Instant::now());
+        }
+        flush_direct(&self.socket, &self.stats, &mut s);
         self.by_ufrag.remove(&s.ufrag);
         for a in &s.addrs {
             if self.by_addr.get(a) == Some(&id) {
@@ -1547,46 +1660,156 @@ impl ServerLoop {
                 RTCMessage::RtpPacket(_, pkt) => {
                     media_out += 1;
                     let at = self.arrival.unwrap_or(now);
-                    deliver_rtp(s, &pkt, at, &mut *self.handler, &self.stats);
+                    deliver_rtp(
+                        s,
+                        &pkt.header,
+                        &pkt.payload,
+                        at,
+                        &mut *self.handler,
+                        &self.stats,
+                    );
                 }
                 RTCMessage::RtcpPacket(_, pkts) => {
                     media_out += 1;
-                    for p in &pkts {
-                        if let Some(sr) = p
-                            .as_any()
-                            .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
-                        {
-                            TransportStats::inc(&self.stats.sender_reports);
-                            self.handler.on_sender_report(
-                                id,
-                                &s.call,
-                                &SenderReportInfo {
-                                    ssrc: Ssrc(sr.ssrc),
-                                    ntp_time: sr.ntp_time,
-                                    rtp_time: sr.rtp_time,
-                                    packet_count: sr.packet_count,
-                                },
-                            );
-                        }
-                    }
+                    deliver_rtcp(s, &pkts, &mut *self.handler, &self.stats);
                 }
                 _ => {}
             }
         }
-        s.next_timeout = s.pc.poll_timeout();
+        s.next_timeout = session_timeout(s);
         self.rearm(id);
         media_out
+    }
+
+    /// A session's DTLS, SRTP and SRTCP datagram on the direct media plane.
+    fn handle_direct(
+        &mut self,
+        id: SessionId,
+        kind: DatagramKind,
+        data: &[u8],
+        from: SocketAddr,
+        now: Instant,
+    ) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(d) = s.direct.as_mut() else {
+            return;
+        };
+        match kind {
+            DatagramKind::Dtls => {
+                match d.handle_dtls(data, from, now) {
+                    Ok(super::direct::DtlsOutcome::Connected) if !s.connected => {
+                        s.connected = true;
+                        TransportStats::inc(&self.stats.sessions_connected);
+                        self.handler.on_session_connected(id, &s.call);
+                    }
+                    Ok(super::direct::DtlsOutcome::Closed) => {
+                        // As on the stack path, a close_notify alone does not end the session:
+                        // the WHIP DELETE or the idle timeout does (with its reason).
+                        tracing::debug!(session = %id, "peer closed dtls");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        TransportStats::inc(&self.stats.stack_errors);
+                        tracing::debug!(session = %id, error = %e, "rejected dtls datagram");
+                    }
+                }
+                flush_direct(&self.socket, &self.stats, s);
+                s.next_timeout = session_timeout(s);
+                self.rearm(id);
+            }
+            DatagramKind::Rtp => {
+                let at = self.arrival.unwrap_or(now);
+                match d.decrypt_rtp(data, from, at) {
+                    Ok((header, plain)) => match super::direct::payload(&header, &plain) {
+                        Some(payload) => {
+                            deliver_rtp(s, &header, payload, at, &mut *self.handler, &self.stats);
+                        }
+                        None => TransportStats::inc(&self.stats.rtp_other_dropped),
+                    },
+                    Err(e) => {
+                        TransportStats::inc(&self.stats.srtp_rejected);
+                        tracing::trace!(session = %id, error = %e, "rejected srtp");
+                    }
+                }
+            }
+            DatagramKind::Rtcp => match d.decrypt_rtcp(data, from, now) {
+                Ok(pkts) => deliver_rtcp(s, &pkts, &mut *self.handler, &self.stats),
+                Err(e) => {
+                    TransportStats::inc(&self.stats.srtp_rejected);
+                    tracing::trace!(session = %id, error = %e, "rejected srtcp");
+                }
+            },
+            DatagramKind::Stun | DatagramKind::Unknown => {}
+        }
+    }
+}
+
+/// The session's next stack or direct-plane deadline.
+fn session_timeout(s: &mut Session) -> Option<Instant> {
+    let stack = s.pc.poll_timeout();
+    match (stack, s.direct.as_ref().and_then(|d| d.poll_timeout())) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Sends what the session's direct media plane queued (DTLS flights, reports) to its peer.
+fn flush_direct(socket: &std::net::UdpSocket, stats: &TransportStats, s: &mut Session) {
+    let Some(d) = s.direct.as_mut() else {
+        return;
+    };
+    let to = d.peer();
+    while let Some(datagram) = d.poll_transmit() {
+        let Some(to) = to else {
+            continue; // no peer yet: nothing can be addressed
+        };
+        if packet::classify(&datagram) == DatagramKind::Rtcp {
+            TransportStats::inc(&stats.rtcp_sent);
+        }
+        match socket.send_to(&datagram, to) {
+            Ok(_) => TransportStats::inc(&stats.datagrams_out),
+            Err(_) => TransportStats::inc(&stats.send_errors),
+        }
+    }
+}
+
+/// Hands the sender reports of an inbound RTCP compound to the handler.
+fn deliver_rtcp(
+    s: &Session,
+    pkts: &[Box<dyn rtc::rtcp::packet::Packet>],
+    handler: &mut dyn MediaHandler,
+    stats: &TransportStats,
+) {
+    for p in pkts {
+        if let Some(sr) = p
+            .as_any()
+            .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+        {
+            TransportStats::inc(&stats.sender_reports);
+            handler.on_sender_report(
+                s.id,
+                &s.call,
+                &SenderReportInfo {
+                    ssrc: Ssrc(sr.ssrc),
+                    ntp_time: sr.ntp_time,
+                    rtp_time: sr.rtp_time,
+                    packet_count: sr.packet_count,
+                },
+            );
+        }
     }
 }
 
 fn deliver_rtp(
     s: &mut Session,
-    pkt: &rtc::rtp::packet::Packet,
+    h: &rtc::rtp::header::Header,
+    payload: &[u8],
     now: Instant,
     handler: &mut dyn MediaHandler,
     stats: &TransportStats,
 ) {
-    let h = &pkt.header;
     if h.payload_type == s.offer.opus_payload_type {
         let audio_level = s
             .offer
@@ -1604,10 +1827,10 @@ fn deliver_rtp(
             payload_type: h.payload_type,
             marker: h.marker,
             audio_level,
-            payload: &pkt.payload,
+            payload,
         });
     } else if Some(h.payload_type) == s.offer.telephone_event_payload_type {
-        let Some(ev) = packet::parse_telephone_event(&pkt.payload) else {
+        let Some(ev) = packet::parse_telephone_event(payload) else {
             TransportStats::inc(&stats.rtp_other_dropped);
             return;
         };
