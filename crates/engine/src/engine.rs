@@ -425,6 +425,7 @@ impl Engine {
             loopback_peers_only: opts.loopback_media_only,
             wake_grid: Duration::from_micros(config.media.wake_grid_us),
             realtime_priority: config.media.realtime_priority,
+            direct_media: config.media.direct_media,
             send: mediabot_media::transport::SendConfig {
                 idle_silence: config.media.idle_silence,
                 ..Default::default()

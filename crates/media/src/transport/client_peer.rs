@@ -146,6 +146,13 @@ impl WhipClientPeer {
             },
             message: BytesMut::from(data),
         });
+        // Until connected, run the stack's timers once more after each datagram: when a
+        // datagram completes ICE the stack's DTLS client queues its ClientHello but sends it
+        // only from its next timer run, up to an ICE check interval later (browsers send it
+        // at once). Each timer checks its own deadline, so an early run only flushes.
+        if self.state == ClientState::Connecting {
+            let _ = self.pc.handle_timeout(now);
+        }
         self.poll_events();
     }
 

@@ -36,9 +36,9 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::header::Header;
+use rtc::shared::TransportProtocol;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
-use rtc::shared::TransportProtocol;
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 
@@ -107,7 +107,7 @@ pub(crate) fn server_config(
             .hash(HashAlgorithm::Sha256, leaf)
             .map_err(|e| Error::Crypto(e.to_string()))?;
         let hex = colon_hex(&digest);
-        if wanted.iter().any(|w| *w == hex) {
+        if wanted.contains(&hex) {
             Ok(())
         } else {
             Err(Error::ErrNoMatchingCertificateFingerprint)
@@ -429,7 +429,9 @@ impl DirectMedia {
         arrival: Instant,
     ) -> Result<(Header, BytesMut), Error> {
         let Some((_, remote)) = self.srtp.as_mut() else {
-            return Err(Error::Other("srtp before the dtls handshake completed".into()));
+            return Err(Error::Other(
+                "srtp before the dtls handshake completed".into(),
+            ));
         };
         let header = Header::unmarshal(&mut &data[..])?;
         let plain = remote.decrypt_rtp_with_header(data, &header)?;
@@ -460,7 +462,9 @@ impl DirectMedia {
         now: Instant,
     ) -> Result<Vec<Box<dyn RtcpPacket>>, Error> {
         let Some((_, remote)) = self.srtp.as_mut() else {
-            return Err(Error::Other("srtcp before the dtls handshake completed".into()));
+            return Err(Error::Other(
+                "srtcp before the dtls handshake completed".into(),
+            ));
         };
         let plain = remote.decrypt_rtcp(data)?;
         let packets = rtc::rtcp::packet::unmarshal(&mut &plain[..])?;
@@ -486,7 +490,9 @@ impl DirectMedia {
         now: Instant,
     ) -> Result<BytesMut, Error> {
         let Some((local, _)) = self.srtp.as_mut() else {
-            return Err(Error::Other("srtp before the dtls handshake completed".into()));
+            return Err(Error::Other(
+                "srtp before the dtls handshake completed".into(),
+            ));
         };
         let mut plain = BytesMut::with_capacity(header.marshal_size() + payload.len());
         plain.resize(header.marshal_size(), 0);
@@ -621,7 +627,9 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Reception::new(7, 65_530);
         // 65530..=65535 and 0..=9, with 65533 and 4 missing: 16 expected, 14 received.
-        let seqs = (65_530u16..=65_535).chain(0..=9).filter(|s| *s != 65_533 && *s != 4);
+        let seqs = (65_530u16..=65_535)
+            .chain(0..=9)
+            .filter(|s| *s != 65_533 && *s != 4);
         for (i, s) in seqs.enumerate() {
             r.packet(s, i as u32 * 960, i as i64 * 960);
         }

@@ -664,9 +664,8 @@ impl Negotiator {
         let mut settings = SettingEngineBuilder::new();
         if self.direct {
             // The direct media plane is a DTLS server: answer `a=setup:passive`.
-            settings = settings.with_answering_dtls_role(
-                rtc::peer_connection::transport::RTCDtlsRole::Server,
-            );
+            settings = settings
+                .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server);
         }
         let settings = settings
             .with_lite(true)
