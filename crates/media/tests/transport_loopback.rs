@@ -16,16 +16,27 @@ use transport_common::{Harness, Seen};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_calls_share_one_port_and_keep_their_ssrcs() {
-    two_calls(true).await;
+    two_calls(true, None).await;
 }
 
 /// The same through the WebRTC stack's own DTLS-SRTP (`direct_media = false`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_calls_on_the_stack_path() {
-    two_calls(false).await;
+    two_calls(false, None).await;
 }
 
-async fn two_calls(direct_media: bool) {
+/// The same with offers that insist on being the DTLS client (`a=setup:active`): the bot's
+/// direct media plane is then the DTLS server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_calls_with_the_bot_as_dtls_server() {
+    two_calls(
+        true,
+        Some(|o: String| o.replace("a=setup:actpass", "a=setup:active")),
+    )
+    .await;
+}
+
+async fn two_calls(direct_media: bool, offer_rewrite: Option<fn(String) -> String>) {
     let h = Harness::start_with(MediaServerConfig {
         direct_media,
         ..Default::default()
@@ -38,6 +49,7 @@ async fn two_calls(direct_media: bool) {
 
     let cfg = |ssrcs: Vec<u32>| WhipClientConfig {
         ssrcs,
+        offer_rewrite,
         ..Default::default()
     };
     let mut a = WhipClientSession::connect_blob(&blob_a.blob, cfg(vec![1111, 2222]))

@@ -8,11 +8,11 @@
 //! in this module, with the same crates the stack uses (`rtc::dtls`, `rtc::srtp`,
 //! `rtc::rtcp`), so an inbound packet costs one header parse, one decrypt and a call.
 //!
-//! We are always the DTLS server here (the answer says `a=setup:passive`, which RFC 5763
-//! lets the answerer choose): the peer sends the `ClientHello` once its ICE checks succeed.
-//! The peer's certificate must match a SHA-256 fingerprint from its offer (RFC 8122), and the
-//! SRTP keys come from the DTLS exporter (RFC 5764). A session whose offer insists on being
-//! the DTLS server (`a=setup:passive`) stays on the stack path.
+//! The DTLS role is the one our answer states (RFC 5763): `a=setup:active` (the stack's
+//! default answer to an `actpass` offer) makes us the client, which sends its `ClientHello` as
+//! soon as ICE connects; `a=setup:passive` the server, which waits for the peer's. The peer's
+//! certificate must match a SHA-256 fingerprint from its offer (RFC 8122), and the SRTP keys
+//! come from the DTLS exporter (RFC 5764).
 //!
 //! Reports: once a second, a receiver report block per inbound SSRC (RFC 3550 §6.4.1, A.3,
 //! A.8: highest sequence, cumulative and fractional loss, interarrival jitter, LSR/DLSR), in a
@@ -80,16 +80,18 @@ pub(crate) enum DtlsOutcome {
     Closed,
 }
 
-/// Builds the DTLS server configuration for one session: our certificate, the SRTP profiles,
-/// a client certificate required and checked against the offer's SHA-256 fingerprints.
+/// Builds the DTLS configuration for one session: our certificate, the SRTP profiles, the
+/// peer's certificate required (as a server: a client certificate) and checked against the
+/// offer's SHA-256 fingerprints.
 ///
 /// # Errors
 /// When the offer has no SHA-256 fingerprint (the caller then keeps the stack path, which
 /// reports the same), or the DTLS crate rejects the configuration.
-pub(crate) fn server_config(
+pub(crate) fn handshake_config(
     certificate: &rtc::peer_connection::certificate::RTCCertificate,
     fingerprints: &[(String, String)],
     crypto: &Arc<dyn RTCCryptoProvider>,
+    is_client: bool,
 ) -> Result<Arc<HandshakeConfig>, Error> {
     let wanted: Vec<String> = fingerprints
         .iter()
@@ -122,7 +124,7 @@ pub(crate) fn server_config(
         .with_insecure_skip_verify(true)
         .with_verify_peer_certificate(Some(verify))
         .with_extended_master_secret(ExtendedMasterSecretType::Require)
-        .build(false, None)?;
+        .build(is_client, None)?;
     Ok(Arc::new(config))
 }
 
@@ -248,6 +250,8 @@ struct Sending {
 /// The session's DTLS association, SRTP contexts and report state.
 pub(crate) struct DirectMedia {
     endpoint: Endpoint,
+    /// As the DTLS client: the configuration until [`Self::start_client`] uses it.
+    client: Option<Arc<HandshakeConfig>>,
     crypto: Arc<dyn RTCCryptoProvider>,
     /// (outbound, inbound) SRTP contexts, once the handshake completed.
     srtp: Option<(Context, Context)>,
@@ -278,17 +282,22 @@ impl std::fmt::Debug for DirectMedia {
 }
 
 impl DirectMedia {
-    /// A media plane waiting for the peer's `ClientHello`. `send_ssrc` is the bot's outbound
-    /// SSRC when it sends audio on the session; `report_ssrc` signs receiver reports otherwise.
+    /// A media plane before its handshake: as the server it waits for the peer's
+    /// `ClientHello`, as the client for [`Self::start_client`]. `send_ssrc` is the bot's
+    /// outbound SSRC when it sends audio on the session; `report_ssrc` signs receiver reports
+    /// otherwise.
     pub(crate) fn new(
         config: Arc<HandshakeConfig>,
+        is_client: bool,
         crypto: Arc<dyn RTCCryptoProvider>,
         send_ssrc: Option<u32>,
         report_ssrc: u32,
         now: Instant,
     ) -> Self {
+        let server = (!is_client).then(|| Arc::clone(&config));
         Self {
-            endpoint: Endpoint::new(ASSOCIATION, TransportProtocol::UDP, Some(config)),
+            endpoint: Endpoint::new(ASSOCIATION, TransportProtocol::UDP, server),
+            client: is_client.then_some(config),
             crypto,
             srtp: None,
             peer: None,
@@ -305,6 +314,21 @@ impl DirectMedia {
             next_report: None,
             epoch: now,
         }
+    }
+
+    /// As the DTLS client, starts the handshake towards `peer` (the address that passed ICE);
+    /// `false` when there is nothing to start (the server role, or already started).
+    ///
+    /// # Errors
+    /// The DTLS crate refused to start the association.
+    pub(crate) fn start_client(&mut self, peer: SocketAddr, now: Instant) -> Result<bool, Error> {
+        let Some(config) = self.client.take() else {
+            return Ok(false);
+        };
+        self.peer = Some(peer);
+        let started = self.endpoint.connect(now, ASSOCIATION, config, None);
+        self.collect_transmits();
+        started.map(|()| true)
     }
 
     /// Whether SRTP keys are in place.

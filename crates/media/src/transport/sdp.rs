@@ -33,6 +33,9 @@ pub struct OfferAudio {
     /// media level), as (hash function in lower case, hex value in lower case); at most
     /// [`MAX_FINGERPRINTS`]. The peer's certificate must match one of them.
     pub fingerprints: Vec<(String, String)>,
+    /// The offer's DTLS role (`a=setup:` value in lower case: `actpass`, `active`, `passive`),
+    /// from its first such line.
+    pub dtls_setup: Option<String>,
     /// Whether the first Opus section lets us send audio back (`sendrecv` or `recvonly`): then
     /// the bot gets a playback stream.
     pub wants_audio_back: bool,
@@ -155,6 +158,10 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferAudio, OfferError> {
                     if out.ice_ufrag.is_none() {
                         out.ice_ufrag = Some(ufrag.trim().to_owned());
                     }
+                } else if let Some(setup) = value.strip_prefix("setup:") {
+                    if out.dtls_setup.is_none() {
+                        out.dtls_setup = Some(setup.trim().to_ascii_lowercase());
+                    }
                 } else if value == "sendonly" || value == "inactive" {
                     sec.no_receive = true;
                 } else if let Some(rest) = value.strip_prefix("fingerprint:") {
@@ -246,6 +253,12 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
         assert_eq!(a.ice_ufrag.as_deref(), Some("abcd"));
         assert!(!a.wants_audio_back, "first section is sendonly");
         assert_eq!(a.fingerprints, vec![("sha-256".into(), "aa:bb".into())]);
+        assert_eq!(a.dtls_setup, None);
+        let actpass = OFFER.replacen("a=sendonly\r\n", "a=setup:ACTPASS\r\n", 1);
+        assert_eq!(
+            inspect_offer(&actpass).unwrap().dtls_setup.as_deref(),
+            Some("actpass")
+        );
         let sendrecv = OFFER.replacen("a=sendonly\r\n", "", 1);
         assert!(inspect_offer(&sendrecv).unwrap().wants_audio_back);
     }

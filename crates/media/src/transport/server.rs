@@ -632,11 +632,16 @@ struct Negotiated {
     offer: OfferAudio,
     out_track: Option<(u32, RTCRtpSenderId)>,
     answer_sdp: String,
-    /// The direct media plane's DTLS server configuration, when the session takes that path.
-    direct: Option<(
-        Arc<rtc::dtls::config::HandshakeConfig>,
-        Arc<dyn rtc::crypto::RTCCryptoProvider>,
-    )>,
+    /// The direct media plane's DTLS configuration, when the session takes that path.
+    direct: Option<DirectConfig>,
+}
+
+/// What a session's direct media plane starts from.
+struct DirectConfig {
+    config: Arc<rtc::dtls::config::HandshakeConfig>,
+    /// Our DTLS role, as the answer states it.
+    is_client: bool,
+    crypto: Arc<dyn rtc::crypto::RTCCryptoProvider>,
 }
 
 impl Negotiator {
@@ -663,7 +668,8 @@ impl Negotiator {
         let pwd = random_token(&mut rng, 32);
         let mut settings = SettingEngineBuilder::new();
         if self.direct {
-            // The direct media plane is a DTLS server: answer `a=setup:passive`.
+            // The stack never sees this session's DTLS on the direct plane: answering as the
+            // server keeps its own DTLS idle (a client would send its own ClientHello).
             settings = settings
                 .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server);
         }
@@ -703,7 +709,7 @@ impl Negotiator {
         };
         let answer = pc.create_answer(None).map_err(neg)?;
         pc.set_local_description(now, answer).map_err(neg)?;
-        let answer_sdp = pc
+        let mut answer_sdp = pc
             .local_description()
             .map(|d| sdp::finish_answer(&d.sdp))
             .ok_or_else(|| SessionError::Negotiation("no local description".into()))?;
@@ -713,10 +719,11 @@ impl Negotiator {
         {
             return Err(SessionError::Offer(OfferError::NoCommonCodec));
         }
-        let direct = self
-            .direct
-            .then(|| direct_config(&answer_sdp, &certificates, &offer))
-            .flatten();
+        let direct = if self.direct {
+            direct_config(&mut answer_sdp, &certificates, &offer)
+        } else {
+            None
+        };
         Ok(Negotiated {
             pc,
             ufrag,
@@ -728,28 +735,38 @@ impl Negotiator {
     }
 }
 
-/// The direct media plane's DTLS configuration for a session, when it can take that path: our
-/// answer is the DTLS server (`a=setup:passive`), we hold the certificate the answer's
-/// fingerprint names, and the offer has a SHA-256 fingerprint to check the peer against.
-#[allow(clippy::type_complexity)]
+/// The direct media plane's DTLS configuration for a session, when it can take that path: the
+/// stack answered as the DTLS server (`a=setup:passive`; an offer that insists on being the
+/// server, `a=setup:passive`, makes the stack the client and keeps the stack path), we hold
+/// the certificate the answer's fingerprint names, and the offer has a SHA-256 fingerprint to
+/// check the peer against. To an `actpass` offer the answer becomes `a=setup:active` (RFC
+/// 5763 lets the answerer pick): we are the client and say hello as soon as ICE connects,
+/// rather than wait for the peer's ICE agent to see the pair nominated.
 fn direct_config(
-    answer_sdp: &str,
+    answer_sdp: &mut String,
     certificates: &[RTCCertificate],
     offer: &OfferAudio,
-) -> Option<(
-    Arc<rtc::dtls::config::HandshakeConfig>,
-    Arc<dyn rtc::crypto::RTCCryptoProvider>,
-)> {
+) -> Option<DirectConfig> {
     let passive = answer_sdp
         .lines()
         .any(|l| l.trim_end() == "a=setup:passive");
-    let certificate = certificates.first()?;
     if !passive {
         return None;
     }
+    let certificate = certificates.first()?;
+    let is_client = offer.dtls_setup.as_deref() == Some("actpass");
     let crypto = rtc::crypto::default_provider().ok()?;
-    match super::direct::server_config(certificate, &offer.fingerprints, &crypto) {
-        Ok(config) => Some((config, crypto)),
+    match super::direct::handshake_config(certificate, &offer.fingerprints, &crypto, is_client) {
+        Ok(config) => {
+            if is_client {
+                *answer_sdp = answer_sdp.replace("a=setup:passive", "a=setup:active");
+            }
+            Some(DirectConfig {
+                config,
+                is_client,
+                crypto,
+            })
+        }
         Err(e) => {
             tracing::debug!(error = %e, "direct media unavailable; stack path");
             None
@@ -1256,10 +1273,11 @@ impl ServerLoop {
             }
             None => (None, None),
         };
-        let direct = direct.map(|(config, crypto)| {
+        let direct = direct.map(|d| {
             super::direct::DirectMedia::new(
-                config,
-                crypto,
+                d.config,
+                d.is_client,
+                d.crypto,
                 out_track.map(|(ssrc, _)| ssrc),
                 self.rng.next_u32(),
                 now,
@@ -1640,6 +1658,20 @@ impl ServerLoop {
             return media_out;
         };
         while let Some(ev) = s.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                rtc::peer_connection::state::RTCIceConnectionState::Connected,
+            ) = ev
+                && let (Some(d), Some(peer)) = (s.direct.as_mut(), s.addrs.first().copied())
+            {
+                // ICE is up: as the DTLS client, say hello at once.
+                match d.start_client(peer, Instant::now()) {
+                    Ok(_) => flush_direct(&self.socket, &self.stats, s),
+                    Err(e) => {
+                        TransportStats::inc(&self.stats.stack_errors);
+                        tracing::debug!(session = %id, error = %e, "dtls client start");
+                    }
+                }
+            }
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = ev {
                 match state {
                     RTCPeerConnectionState::Connected if !s.connected => {
