@@ -120,6 +120,8 @@ pub struct LocalBot {
     /// `media.idle_silence` for the bot, when set (false: the bot sends nothing while it has
     /// nothing to play).
     pub idle_silence: Option<bool>,
+    /// `media.sink_scheduling` for the bot (`batch`, `idle`, `nice`), when set.
+    pub sink_scheduling: Option<String>,
 }
 
 /// The generated `mediabot.toml` text.
@@ -173,6 +175,9 @@ fn media_extra(bot: &LocalBot) -> String {
     }
     if let Some(on) = bot.idle_silence {
         out.push_str(&format!("idle_silence = {on}\n"));
+    }
+    if let Some(s) = &bot.sink_scheduling {
+        out.push_str(&format!("sink_scheduling = \"{s}\"\n"));
     }
     out
 }
@@ -540,6 +545,7 @@ mod tests {
             recording: BotRecording::Wav,
             fsync_interval_secs: Some(0),
             idle_silence: Some(false),
+            sink_scheduling: Some("idle".into()),
         }
     }
 
@@ -568,6 +574,7 @@ mod tests {
         assert_eq!(v["recording"]["dir"].as_str(), Some("/r \"q\""));
         assert_eq!(v["recording"]["fsync_interval_secs"].as_integer(), Some(0));
         assert_eq!(v["media"]["idle_silence"].as_bool(), Some(false));
+        assert_eq!(v["media"]["sink_scheduling"].as_str(), Some("idle"));
         assert_eq!(
             v["server"]["public_url"].as_str(),
             Some("http://127.0.0.1:9000")

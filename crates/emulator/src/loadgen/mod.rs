@@ -193,6 +193,11 @@ pub struct LoadtestArgs {
     /// send). Unset: the bot's default, `true`.
     #[arg(long)]
     pub bot_idle_silence: Option<bool>,
+    /// Spawned bot: `media.sink_scheduling` (`batch`: nice 10 under `SCHED_BATCH`, the
+    /// default; `idle`: `SCHED_IDLE`, only the CPU the media thread leaves; `nice`: nice 10).
+    /// Unset: the bot's default, `batch`.
+    #[arg(long, value_parser = ["batch", "idle", "nice"])]
+    pub bot_sink_scheduling: Option<String>,
 }
 
 impl Default for LoadtestArgs {
@@ -322,6 +327,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             recording: args.bot_recording,
             fsync_interval_secs: args.bot_fsync_secs,
             idle_silence: args.bot_idle_silence,
+            sink_scheduling: args.bot_sink_scheduling.clone(),
         };
         let text = bot::config_toml(
             &lb,
@@ -363,6 +369,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             recording: args.bot_recording,
             fsync_interval_secs: args.bot_fsync_secs,
             idle_silence: args.bot_idle_silence,
+            sink_scheduling: args.bot_sink_scheduling.clone(),
         };
         progress.line(&format!("starting bot {}", exe.display()));
         let p = BotProcess::spawn(&lb, &app, &ep, &operator_token).map_err(|e| anyhow!(e))?;

@@ -161,6 +161,9 @@ pub struct Settings {
     pub bot_fsync_secs: Option<u64>,
     /// The spawned bot's `media.idle_silence` (None: the bot's default, on).
     pub bot_idle_silence: Option<bool>,
+    /// The spawned bot's `media.sink_scheduling` (None: the bot's default, `batch`).
+    #[serde(default)]
+    pub bot_sink_scheduling: Option<String>,
     /// The rate the bot decodes each stream at in that mode, Hz.
     pub bot_decode_rate_hz: u32,
 }
@@ -189,6 +192,7 @@ impl Settings {
             bot_recording: a.bot_recording,
             bot_fsync_secs: a.bot_fsync_secs,
             bot_idle_silence: a.bot_idle_silence,
+            bot_sink_scheduling: a.bot_sink_scheduling.clone(),
             bot_decode_rate_hz: a.bot_recording.decode_rate_hz(),
             bot_work: format!(
                 "WHIP/DTLS-SRTP in, jitter buffer, Opus decode at {} kHz, {}, 16 kHz per-speaker transcription feed to files",
@@ -1083,7 +1087,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
     let s = &r.settings;
     let _ = writeln!(
         o,
-        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}. Bot recording: `{}` (decodes at {} kHz), files synced {}; while idle the bot sends {}. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
+        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}; sink threads {}. Bot recording: `{}` (decodes at {} kHz), files synced {}; while idle the bot sends {}. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
         s.bot_cpu.map_or("–".into(), |c| c.to_string()),
         s.generator_cpu.map_or("–".into(), |c| c.to_string()),
         s.speakers_per_call,
@@ -1093,6 +1097,9 @@ pub fn markdown(r: &LoadtestReport) -> String {
             .map_or("normal priority".into(), |p| format!("SCHED_FIFO {p}")),
         s.bot_wake_grid_us
             .map_or("default".into(), |us| format!("{us} µs")),
+        s.bot_sink_scheduling
+            .as_deref()
+            .map_or("`batch` (the default)".into(), |v| format!("`{v}`")),
         s.bot_recording.name(),
         f64::from(s.bot_decode_rate_hz) / 1000.0,
         match s.bot_fsync_secs {
