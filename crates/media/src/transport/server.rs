@@ -2,13 +2,17 @@
 //! thread.
 //!
 //! Each session is a sans-IO `rtc::RTCPeerConnection` (webrtc-rs) configured as an ICE-lite
-//! answerer. The thread owns the socket and all sessions; it demultiplexes each datagram:
+//! answerer, for SDP and ICE; its DTLS-SRTP, SRTCP and RTCP reports run in the session's own
+//! media plane (`transport::direct`, [`MediaServerConfig::direct_media`]; with it off, or for an
+//! offer that insists on being the DTLS server, they go through the stack as well). The
+//! thread owns the socket and all sessions; it demultiplexes each datagram:
 //!
 //! ```text
 //!  datagram ──▶ classify (RFC 7983)
 //!    STUN ──▶ USERNAME "ours:theirs" ──▶ session by local ufrag ──▶ rtc (checks integrity)
 //!    DTLS / SRTP / SRTCP ──▶ session by source address, only if that address was sent a
-//!         Binding success (it passed ICE with our password) ──▶ pre-checks ──▶ rtc
+//!         Binding success (it passed ICE with our password) ──▶ pre-checks
+//!         ──▶ the direct plane (decrypt, hand on) or rtc
 //!    anything else ──▶ dropped, counted
 //! ```
 //!
