@@ -122,6 +122,8 @@ pub struct LocalBot {
     pub idle_silence: Option<bool>,
     /// `media.sink_scheduling` for the bot (`batch`, `idle`, `nice`), when set.
     pub sink_scheduling: Option<String>,
+    /// `media.sink_threads` for the bot (shared sink workers), when set.
+    pub sink_threads: Option<usize>,
 }
 
 /// The generated `mediabot.toml` text.
@@ -178,6 +180,9 @@ fn media_extra(bot: &LocalBot) -> String {
     }
     if let Some(s) = &bot.sink_scheduling {
         out.push_str(&format!("sink_scheduling = \"{s}\"\n"));
+    }
+    if let Some(n) = bot.sink_threads {
+        out.push_str(&format!("sink_threads = {n}\n"));
     }
     out
 }
@@ -546,6 +551,7 @@ mod tests {
             fsync_interval_secs: Some(0),
             idle_silence: Some(false),
             sink_scheduling: Some("idle".into()),
+            sink_threads: Some(2),
         }
     }
 
@@ -575,6 +581,7 @@ mod tests {
         assert_eq!(v["recording"]["fsync_interval_secs"].as_integer(), Some(0));
         assert_eq!(v["media"]["idle_silence"].as_bool(), Some(false));
         assert_eq!(v["media"]["sink_scheduling"].as_str(), Some("idle"));
+        assert_eq!(v["media"]["sink_threads"].as_integer(), Some(2));
         assert_eq!(
             v["server"]["public_url"].as_str(),
             Some("http://127.0.0.1:9000")

@@ -198,6 +198,10 @@ pub struct LoadtestArgs {
     /// Unset: the bot's default, `batch`.
     #[arg(long, value_parser = ["batch", "idle", "nice"])]
     pub bot_sink_scheduling: Option<String>,
+    /// Spawned bot: `media.sink_threads` (that many sink workers shared by all calls).
+    /// Unset: the bot's default, a sink thread per call.
+    #[arg(long)]
+    pub bot_sink_threads: Option<usize>,
 }
 
 impl Default for LoadtestArgs {
@@ -328,6 +332,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             fsync_interval_secs: args.bot_fsync_secs,
             idle_silence: args.bot_idle_silence,
             sink_scheduling: args.bot_sink_scheduling.clone(),
+            sink_threads: args.bot_sink_threads,
         };
         let text = bot::config_toml(
             &lb,
@@ -370,6 +375,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             fsync_interval_secs: args.bot_fsync_secs,
             idle_silence: args.bot_idle_silence,
             sink_scheduling: args.bot_sink_scheduling.clone(),
+            sink_threads: args.bot_sink_threads,
         };
         progress.line(&format!("starting bot {}", exe.display()));
         let p = BotProcess::spawn(&lb, &app, &ep, &operator_token).map_err(|e| anyhow!(e))?;

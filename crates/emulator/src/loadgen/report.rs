@@ -164,6 +164,9 @@ pub struct Settings {
     /// The spawned bot's `media.sink_scheduling` (None: the bot's default, `batch`).
     #[serde(default)]
     pub bot_sink_scheduling: Option<String>,
+    /// The spawned bot's `media.sink_threads` (None: the bot's default, a thread per call).
+    #[serde(default)]
+    pub bot_sink_threads: Option<usize>,
     /// The rate the bot decodes each stream at in that mode, Hz.
     pub bot_decode_rate_hz: u32,
 }
@@ -193,6 +196,7 @@ impl Settings {
             bot_fsync_secs: a.bot_fsync_secs,
             bot_idle_silence: a.bot_idle_silence,
             bot_sink_scheduling: a.bot_sink_scheduling.clone(),
+            bot_sink_threads: a.bot_sink_threads,
             bot_decode_rate_hz: a.bot_recording.decode_rate_hz(),
             bot_work: format!(
                 "WHIP/DTLS-SRTP in, jitter buffer, Opus decode at {} kHz, {}, 16 kHz per-speaker transcription feed to files",
@@ -1097,9 +1101,16 @@ pub fn markdown(r: &LoadtestReport) -> String {
             .map_or("normal priority".into(), |p| format!("SCHED_FIFO {p}")),
         s.bot_wake_grid_us
             .map_or("default".into(), |us| format!("{us} µs")),
-        s.bot_sink_scheduling
-            .as_deref()
-            .map_or("`batch` (the default)".into(), |v| format!("`{v}`")),
+        format!(
+            "{}, {}",
+            s.bot_sink_scheduling
+                .as_deref()
+                .map_or("`batch` (the default)".into(), |v| format!("`{v}`")),
+            s.bot_sink_threads
+                .map_or("one per call (the default)".into(), |n| format!(
+                    "{n} shared"
+                ))
+        ),
         s.bot_recording.name(),
         f64::from(s.bot_decode_rate_hz) / 1000.0,
         match s.bot_fsync_secs {
