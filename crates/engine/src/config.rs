@@ -248,9 +248,12 @@ pub struct MediaSection {
     /// Threads that run the calls' sinks (recorder, file feed). Unset (the default): one
     /// per call, which keeps calls apart and, at nice 10 each, adds up to a share of a
     /// saturated core that grows with the calls. A number: that many workers shared by all
-    /// calls, each waking every 20 ms for all of its calls (fewer wake-ups), for a bot whose
-    /// sinks have CPU to spare; on a saturated core a single worker falls behind and its
-    /// rings drop frames (counted). 0 is taken as 1.
+    /// calls, each waking every 20 ms for all of its calls (fewer wake-ups, and a summed
+    /// weight that no longer crowds the media thread: 2 workers held 440 `wav` streams per
+    /// core against 360, with no ring drop even at saturation; docs/performance.md). Each
+    /// worker runs its calls' `fdatasync`s in turn, so on slow storage keep the default. A
+    /// single worker falls behind on a saturated core and its rings drop frames (counted).
+    /// 0 is taken as 1.
     pub sink_threads: Option<usize>,
     /// What the bot sends into a call while it has nothing to play (no clip, no echo):
     /// `true` (the default) a constant 20 ms Opus silence frame every tick, so the call's
