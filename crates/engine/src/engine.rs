@@ -1047,6 +1047,16 @@ fn render_metrics(s: &Shared) -> String {
             v.load(Ordering::Relaxed) as f64,
         );
     }
+    // The media transport's counters: what the media thread read, sent, and dropped (and why).
+    for (name, help, v) in s.media_server.stats().metric_counters() {
+        w.sample(
+            name,
+            help,
+            Kind::Counter,
+            &[],
+            v.load(Ordering::Relaxed) as f64,
+        );
+    }
     w.histogram(
         "mediabot_webhook_seconds",
         "Notification webhook handling time.",

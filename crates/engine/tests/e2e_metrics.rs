@@ -85,6 +85,18 @@ async fn latency_histograms_survive_the_call_and_threads_are_named() {
     assert!(body.contains("mediabot_frame_latency_seconds_bucket{le=\"+Inf\"} "));
     assert!(body.contains("mediabot_frame_processing_seconds_bucket{le=\"0.002\"} "));
     assert_eq!(value(&body, "mediabot_call_setup_seconds_count"), 1.0);
+    // The media transport's counters are exported: this call's session ran on the direct
+    // DTLS-SRTP plane, and its Opus packets were handed on.
+    assert_eq!(
+        value(&body, "mediabot_transport_sessions_opened_total"),
+        1.0
+    );
+    assert_eq!(
+        value(&body, "mediabot_transport_direct_sessions_total"),
+        1.0
+    );
+    assert!(value(&body, "mediabot_transport_rtp_delivered_total") >= frames);
+    assert!(body.contains("# TYPE mediabot_transport_srtp_rejected_total counter"));
     let setup = engine
         .finished_calls()
         .into_iter()

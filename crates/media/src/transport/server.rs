@@ -245,6 +245,163 @@ impl TransportStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Every counter with its Prometheus name and help text, for a metrics endpoint (the
+    /// engine's `/metrics` exports them all).
+    pub fn metric_counters(&self) -> [(&'static str, &'static str, &AtomicU64); 30] {
+        [
+            (
+                "mediabot_transport_datagrams_in_total",
+                "Datagrams read from the media socket.",
+                &self.datagrams_in,
+            ),
+            (
+                "mediabot_transport_recv_errors_total",
+                "Media socket reads that failed.",
+                &self.recv_errors,
+            ),
+            (
+                "mediabot_transport_rx_queue_dropped_total",
+                "Datagrams the kernel dropped for a full media socket receive buffer (SO_RXQ_OVFL).",
+                &self.rx_queue_dropped,
+            ),
+            (
+                "mediabot_transport_kernel_timestamped_total",
+                "Datagrams timed by the kernel's receive timestamp.",
+                &self.kernel_timestamped,
+            ),
+            (
+                "mediabot_transport_datagrams_out_total",
+                "Datagrams written to the media socket.",
+                &self.datagrams_out,
+            ),
+            (
+                "mediabot_transport_send_errors_total",
+                "Datagrams that could not be written to the media socket.",
+                &self.send_errors,
+            ),
+            (
+                "mediabot_transport_oversize_dropped_total",
+                "Datagrams dropped for being larger than 1500 bytes.",
+                &self.oversize_dropped,
+            ),
+            (
+                "mediabot_transport_peer_filter_dropped_total",
+                "Datagrams dropped from a source the peer filter refuses.",
+                &self.peer_filter_dropped,
+            ),
+            (
+                "mediabot_transport_unknown_kind_dropped_total",
+                "Datagrams dropped for being neither STUN, DTLS nor (S)RTP(C).",
+                &self.unknown_kind_dropped,
+            ),
+            (
+                "mediabot_transport_stun_unknown_dropped_total",
+                "STUN dropped for no known ufrag and no known address.",
+                &self.stun_unknown_dropped,
+            ),
+            (
+                "mediabot_transport_unauthenticated_dropped_total",
+                "DTLS/SRTP/SRTCP dropped from an address that has not passed ICE.",
+                &self.unauthenticated_dropped,
+            ),
+            (
+                "mediabot_transport_ssrc_limit_dropped_total",
+                "RTP dropped for an SSRC beyond the per-session limit.",
+                &self.ssrc_limit_dropped,
+            ),
+            (
+                "mediabot_transport_rtcp_rate_dropped_total",
+                "SRTCP dropped beyond the per-session rate limit.",
+                &self.rtcp_rate_dropped,
+            ),
+            (
+                "mediabot_transport_stack_errors_total",
+                "Datagrams the WebRTC stack or the DTLS plane rejected (bad STUN integrity, bad DTLS).",
+                &self.stack_errors,
+            ),
+            (
+                "mediabot_transport_srtp_rejected_total",
+                "SRTP/SRTCP datagrams that yielded no packet (bad auth tag, replay, undecodable).",
+                &self.srtp_rejected,
+            ),
+            (
+                "mediabot_transport_rtp_delivered_total",
+                "Opus RTP packets handed to the pipeline.",
+                &self.rtp_delivered,
+            ),
+            (
+                "mediabot_transport_rtp_other_dropped_total",
+                "Decrypted RTP dropped for an unexpected payload type or bad padding.",
+                &self.rtp_other_dropped,
+            ),
+            (
+                "mediabot_transport_tones_delivered_total",
+                "Tone events (RFC 4733) handed on.",
+                &self.tones_delivered,
+            ),
+            (
+                "mediabot_transport_sender_reports_total",
+                "RTCP sender reports received.",
+                &self.sender_reports,
+            ),
+            (
+                "mediabot_transport_rtp_sent_total",
+                "RTP packets of the bot's audio sent.",
+                &self.rtp_sent,
+            ),
+            (
+                "mediabot_transport_rtcp_sent_total",
+                "SRTCP datagrams sent (receiver and sender reports).",
+                &self.rtcp_sent,
+            ),
+            (
+                "mediabot_transport_playback_errors_total",
+                "Bot audio packets that could not be encoded or written.",
+                &self.playback_errors,
+            ),
+            (
+                "mediabot_transport_playback_resyncs_total",
+                "Times the bot's send clock fell over 100 ms behind and skipped ahead.",
+                &self.playback_resyncs,
+            ),
+            (
+                "mediabot_transport_offers_rejected_total",
+                "WHIP offers refused.",
+                &self.offers_rejected,
+            ),
+            (
+                "mediabot_transport_sessions_opened_total",
+                "Media sessions opened.",
+                &self.sessions_opened,
+            ),
+            (
+                "mediabot_transport_sessions_connected_total",
+                "Media sessions that completed ICE and DTLS.",
+                &self.sessions_connected,
+            ),
+            (
+                "mediabot_transport_direct_sessions_total",
+                "Media sessions opened on the direct DTLS-SRTP plane.",
+                &self.direct_sessions,
+            ),
+            (
+                "mediabot_transport_sessions_closed_total",
+                "Media sessions closed (any reason).",
+                &self.sessions_closed,
+            ),
+            (
+                "mediabot_transport_handshake_timeouts_total",
+                "Media sessions closed because ICE/DTLS did not complete in time.",
+                &self.handshake_timeouts,
+            ),
+            (
+                "mediabot_transport_idle_timeouts_total",
+                "Media sessions closed for silence.",
+                &self.idle_timeouts,
+            ),
+        ]
+    }
+
     /// Reads one counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
