@@ -1089,6 +1089,16 @@ pub fn markdown(r: &LoadtestReport) -> String {
         m.bot_version.as_deref().unwrap_or("?")
     );
     let s = &r.settings;
+    let sinks = format!(
+        "{}, {}",
+        s.bot_sink_scheduling
+            .as_deref()
+            .map_or("`batch` (the default)".into(), |v| format!("`{v}`")),
+        s.bot_sink_threads
+            .map_or("one per call (the default)".into(), |n| format!(
+                "{n} shared"
+            ))
+    );
     let _ = writeln!(
         o,
         "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}; sink threads {}. Bot recording: `{}` (decodes at {} kHz), files synced {}; while idle the bot sends {}. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
@@ -1101,16 +1111,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
             .map_or("normal priority".into(), |p| format!("SCHED_FIFO {p}")),
         s.bot_wake_grid_us
             .map_or("default".into(), |us| format!("{us} µs")),
-        format!(
-            "{}, {}",
-            s.bot_sink_scheduling
-                .as_deref()
-                .map_or("`batch` (the default)".into(), |v| format!("`{v}`")),
-            s.bot_sink_threads
-                .map_or("one per call (the default)".into(), |n| format!(
-                    "{n} shared"
-                ))
-        ),
+        sinks,
         s.bot_recording.name(),
         f64::from(s.bot_decode_rate_hz) / 1000.0,
         match s.bot_fsync_secs {
