@@ -71,6 +71,20 @@ async fn aiortc_two_speakers_arrive_intact() {
     // aiortc only sends, so what we sent back on RTCP are receiver reports (about 1/s).
     let rtcp_sent = TransportStats::get(&h.media.stats().rtcp_sent);
     assert!(rtcp_sent >= 2, "receiver reports sent: {rtcp_sent}");
+    // aiortc read the bot's reception reports: a block for each of its two senders, no loss,
+    // and where its round trip could be taken (the block's LSR is its last SR), a sane one.
+    let remote: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("aiortc: remote-inbound "))
+        .collect();
+    println!("aiortc's view of the bot's reports: {remote:?}");
+    assert_eq!(remote.len(), 2, "{stdout}");
+    for r in &remote {
+        assert!(r.starts_with("lost=0 "), "{r}");
+        if let Some(rtt) = r.split("rtt=").nth(1).and_then(|v| v.parse::<f64>().ok()) {
+            assert!((0.0..1.0).contains(&rtt), "{r}");
+        }
+    }
     // aiortc offers `a=setup:actpass`: the session ran on the direct media plane.
     assert_eq!(TransportStats::get(&h.media.stats().direct_sessions), 1);
     assert_eq!(seen.closed[0].1, CloseReason::Requested);

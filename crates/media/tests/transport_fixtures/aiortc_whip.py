@@ -101,6 +101,12 @@ async def main():
         await asyncio.sleep(0.05)
     print("aiortc: connected", flush=True)
     await asyncio.sleep(seconds + 0.5)
+    # What aiortc made of the bot's RTCP reception reports (one entry per sender it got a
+    # report block for; the round trip only when the block's LSR matches its last SR).
+    for s in (await pc.getStats()).values():
+        if s.type == "remote-inbound-rtp":
+            rtt = "none" if s.roundTripTime is None else f"{s.roundTripTime:.4f}"
+            print(f"aiortc: remote-inbound lost={s.packetsLost} rtt={rtt}", flush=True)
     status, _, _ = await loop.run_in_executor(None, http, "DELETE", location, token)
     print(f"aiortc: DELETE {status}", flush=True)
     await pc.close()
