@@ -142,6 +142,23 @@ async fn chromium_fake_microphone_arrives_intact() {
     );
     let seen = h.seen.lock().unwrap().clone();
     assert_eq!(seen.closed[0].1, CloseReason::Requested, "{console:#?}");
+    // Chromium read the bot's reception reports for its stream (the stats entry exists only
+    // once a report block for it arrived): no loss, and a sane round trip when it took one
+    // (the block's LSR is its last sender report).
+    let remote = browser_log
+        .lines()
+        .find_map(|l| l.split("remote-inbound ").nth(1))
+        .and_then(|r| r.split(" end").next())
+        .unwrap_or_else(|| panic!("no remote-inbound-rtp stats in chromium\n{console:#?}"));
+    println!("chromium's view of the bot's reports: {remote}");
+    assert!(remote.starts_with("lost=0 "), "{remote}");
+    if let Some(rtt) = remote
+        .split("rtt=")
+        .nth(1)
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        assert!((0.0..1.0).contains(&rtt), "{remote}");
+    }
     // Chromium offers `a=setup:actpass`: the session ran on the direct media plane.
     assert_eq!(
         mediabot_media::transport::server::TransportStats::get(&h.media.stats().direct_sessions),
