@@ -124,6 +124,8 @@ pub struct LocalBot {
     pub sink_scheduling: Option<String>,
     /// `media.sink_threads` for the bot (shared sink workers), when set.
     pub sink_threads: Option<usize>,
+    /// `media.direct_media` for the bot, when set.
+    pub direct_media: Option<bool>,
 }
 
 /// The generated `mediabot.toml` text.
@@ -183,6 +185,9 @@ fn media_extra(bot: &LocalBot) -> String {
     }
     if let Some(n) = bot.sink_threads {
         out.push_str(&format!("sink_threads = {n}\n"));
+    }
+    if let Some(on) = bot.direct_media {
+        out.push_str(&format!("direct_media = {on}\n"));
     }
     out
 }
@@ -552,6 +557,7 @@ mod tests {
             idle_silence: Some(false),
             sink_scheduling: Some("idle".into()),
             sink_threads: Some(2),
+            direct_media: Some(false),
         }
     }
 
@@ -582,6 +588,7 @@ mod tests {
         assert_eq!(v["media"]["idle_silence"].as_bool(), Some(false));
         assert_eq!(v["media"]["sink_scheduling"].as_str(), Some("idle"));
         assert_eq!(v["media"]["sink_threads"].as_integer(), Some(2));
+        assert_eq!(v["media"]["direct_media"].as_bool(), Some(false));
         assert_eq!(
             v["server"]["public_url"].as_str(),
             Some("http://127.0.0.1:9000")

@@ -202,6 +202,11 @@ pub struct LoadtestArgs {
     /// Unset: the bot's default, a sink thread per call.
     #[arg(long)]
     pub bot_sink_threads: Option<usize>,
+    /// Spawned bot: `media.direct_media` (`true`: DTLS-SRTP in mediabot's own media plane;
+    /// `false`: through the WebRTC stack's pipeline, the path before `70c2388`). Unset: the
+    /// bot's default, `true`.
+    #[arg(long)]
+    pub bot_direct_media: Option<bool>,
 }
 
 impl Default for LoadtestArgs {
@@ -333,6 +338,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             idle_silence: args.bot_idle_silence,
             sink_scheduling: args.bot_sink_scheduling.clone(),
             sink_threads: args.bot_sink_threads,
+            direct_media: args.bot_direct_media,
         };
         let text = bot::config_toml(
             &lb,
@@ -376,6 +382,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             idle_silence: args.bot_idle_silence,
             sink_scheduling: args.bot_sink_scheduling.clone(),
             sink_threads: args.bot_sink_threads,
+            direct_media: args.bot_direct_media,
         };
         progress.line(&format!("starting bot {}", exe.display()));
         let p = BotProcess::spawn(&lb, &app, &ep, &operator_token).map_err(|e| anyhow!(e))?;

@@ -167,6 +167,9 @@ pub struct Settings {
     /// The spawned bot's `media.sink_threads` (None: the bot's default, a thread per call).
     #[serde(default)]
     pub bot_sink_threads: Option<usize>,
+    /// The spawned bot's `media.direct_media` (None: the bot's default, on).
+    #[serde(default)]
+    pub bot_direct_media: Option<bool>,
     /// The rate the bot decodes each stream at in that mode, Hz.
     pub bot_decode_rate_hz: u32,
 }
@@ -197,6 +200,7 @@ impl Settings {
             bot_idle_silence: a.bot_idle_silence,
             bot_sink_scheduling: a.bot_sink_scheduling.clone(),
             bot_sink_threads: a.bot_sink_threads,
+            bot_direct_media: a.bot_direct_media,
             bot_decode_rate_hz: a.bot_recording.decode_rate_hz(),
             bot_work: format!(
                 "WHIP/DTLS-SRTP in, jitter buffer, Opus decode at {} kHz, {}, 16 kHz per-speaker transcription feed to files",
@@ -1101,7 +1105,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
     );
     let _ = writeln!(
         o,
-        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}; sink threads {}. Bot recording: `{}` (decodes at {} kHz), files synced {}; while idle the bot sends {}. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
+        "Bot pinned to CPU {}, generator to CPU {}; {} speakers per call; ramp {} s, steady {} s per step. Bot media thread: {}, wake-up grid {}; sink threads {}; DTLS-SRTP {}. Bot recording: `{}` (decodes at {} kHz), files synced {}; while idle the bot sends {}. Bot work per stream: {}. Packets: {} × 20 ms Opus at {} bit/s (mean {:.0} B), looped.\n",
         s.bot_cpu.map_or("–".into(), |c| c.to_string()),
         s.generator_cpu.map_or("–".into(), |c| c.to_string()),
         s.speakers_per_call,
@@ -1112,6 +1116,11 @@ pub fn markdown(r: &LoadtestReport) -> String {
         s.bot_wake_grid_us
             .map_or("default".into(), |us| format!("{us} µs")),
         sinks,
+        if s.bot_direct_media.unwrap_or(true) {
+            "in the bot's own media plane"
+        } else {
+            "through the WebRTC stack (`media.direct_media = false`)"
+        },
         s.bot_recording.name(),
         f64::from(s.bot_decode_rate_hz) / 1000.0,
         match s.bot_fsync_secs {
