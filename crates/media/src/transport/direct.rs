@@ -379,10 +379,15 @@ impl DirectMedia {
         let mut outcome = DtlsOutcome::Progress;
         for event in result? {
             match event {
-                EndpointEvent::HandshakeComplete if self.srtp.is_none() => {
+                EndpointEvent::HandshakeComplete => {
+                    // A later handshake (the peer closed its association and started a new
+                    // one) re-keys: its SRTP follows the new keys, reception state stays.
+                    let first = self.srtp.is_none();
                     self.srtp = Some(self.keys()?);
-                    self.next_report = Some(now + REPORT_INTERVAL);
-                    outcome = DtlsOutcome::Connected;
+                    if first {
+                        self.next_report = Some(now + REPORT_INTERVAL);
+                        outcome = DtlsOutcome::Connected;
+                    }
                 }
                 EndpointEvent::PeerClosed => return Ok(DtlsOutcome::Closed),
                 // Data channels are not negotiated; application data is ignored.
@@ -737,6 +742,126 @@ mod tests {
         assert_eq!(ntp(UNIX_EPOCH) >> 32, NTP_UNIX_OFFSET);
         let half = UNIX_EPOCH + Duration::from_millis(500);
         assert_eq!(ntp(half) & 0xFFFF_FFFF, 1 << 31);
+    }
+
+    fn certificate() -> rtc::peer_connection::certificate::RTCCertificate {
+        let provider = rtc::crypto::default_provider().unwrap();
+        let params =
+            rtc::peer_connection::certificate::CertificateParams::new(vec!["t".into()]).unwrap();
+        rtc::peer_connection::certificate::RTCCertificate::generate(
+            provider.crypto(),
+            rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+            params,
+        )
+        .unwrap()
+    }
+
+    fn plane(
+        ours: &rtc::peer_connection::certificate::RTCCertificate,
+        theirs: &rtc::peer_connection::certificate::RTCCertificate,
+        is_client: bool,
+        now: Instant,
+    ) -> DirectMedia {
+        let crypto = rtc::crypto::default_provider().unwrap();
+        let fp: Vec<(String, String)> = theirs
+            .get_fingerprints(crypto.crypto())
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.algorithm, f.value))
+            .collect();
+        let config = handshake_config(ours, &fp, &crypto, is_client).unwrap();
+        DirectMedia::new(config, is_client, crypto, Some(1), 2, now)
+    }
+
+    /// Moves datagrams both ways until neither side has any; returns the server's outcomes.
+    fn shuttle(c: &mut DirectMedia, s: &mut DirectMedia, now: Instant) -> Vec<DtlsOutcome> {
+        let (ca, sa): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1000".parse().unwrap(),
+            "127.0.0.1:2000".parse().unwrap(),
+        );
+        let mut outcomes = Vec::new();
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some(d) = c.poll_transmit() {
+                outcomes.push(s.handle_dtls(&d, ca, now).unwrap());
+                moved = true;
+            }
+            while let Some(d) = s.poll_transmit() {
+                // A closed client has no association left for the bot's close_notify reply.
+                let _ = c.handle_dtls(&d, sa, now);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        outcomes
+    }
+
+    fn rtp(seq: u16) -> Header {
+        Header {
+            version: 2,
+            payload_type: 111,
+            sequence_number: seq,
+            timestamp: u32::from(seq) * 960,
+            ssrc: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn handshake_keys_both_sides_and_a_new_association_rekeys() {
+        let now = Instant::now();
+        let (bot_cert, peer_cert) = (certificate(), certificate());
+        let mut bot = plane(&bot_cert, &peer_cert, false, now);
+        let peer_addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let mut peer = plane(&peer_cert, &bot_cert, true, now);
+        assert!(peer.start_client(peer_addr, now).unwrap());
+        let outcomes = shuttle(&mut peer, &mut bot, now);
+        assert!(outcomes.contains(&DtlsOutcome::Connected), "{outcomes:?}");
+        assert!(bot.is_keyed() && peer.is_keyed());
+        let sent = peer.protect_rtp(&rtp(1), b"hello", now).unwrap();
+        let (h, plain) = bot.decrypt_rtp(&sent, peer_addr, now).unwrap();
+        assert_eq!(payload(&h, &plain), Some(&b"hello"[..]));
+
+        // The peer closes its association and a new one (new keys) takes its place.
+        peer.close(now);
+        let outcomes = shuttle(&mut peer, &mut bot, now);
+        assert!(outcomes.contains(&DtlsOutcome::Closed), "{outcomes:?}");
+        let mut peer2 = plane(&peer_cert, &bot_cert, true, now);
+        assert!(peer2.start_client(peer_addr, now).unwrap());
+        let outcomes = shuttle(&mut peer2, &mut bot, now);
+        assert!(
+            !outcomes.contains(&DtlsOutcome::Connected),
+            "connected once only"
+        );
+        let sent = peer2.protect_rtp(&rtp(2), b"again", now).unwrap();
+        let (h, plain) = bot.decrypt_rtp(&sent, peer_addr, now).unwrap();
+        assert_eq!(payload(&h, &plain), Some(&b"again"[..]));
+    }
+
+    #[test]
+    fn a_peer_certificate_off_the_offer_never_keys() {
+        let now = Instant::now();
+        let (bot_cert, peer_cert, other) = (certificate(), certificate(), certificate());
+        // The bot expects `other`'s fingerprint; the peer presents its own certificate.
+        let mut bot = plane(&bot_cert, &other, false, now);
+        let mut peer = plane(&peer_cert, &bot_cert, true, now);
+        peer.start_client("127.0.0.1:1000".parse().unwrap(), now)
+            .unwrap();
+        let ca: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let sa: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+        let mut refused = false;
+        for _ in 0..20 {
+            while let Some(d) = peer.poll_transmit() {
+                refused |= bot.handle_dtls(&d, ca, now).is_err();
+            }
+            while let Some(d) = bot.poll_transmit() {
+                let _ = peer.handle_dtls(&d, sa, now);
+            }
+        }
+        assert!(refused, "the handshake failed on the bot's side");
+        assert!(!bot.is_keyed());
     }
 
     #[test]
