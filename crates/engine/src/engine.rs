@@ -1038,17 +1038,11 @@ fn render_metrics(s: &Shared) -> String {
             "Media events dropped at a full queue.",
             &s.glue_stats.events_dropped,
         ),
-    ] {
-        w.sample(
-            name,
-            help,
-            Kind::Counter,
-            &[],
-            v.load(Ordering::Relaxed) as f64,
-        );
-    }
+    ]
+    .into_iter()
     // The media transport's counters: what the media thread read, sent, and dropped (and why).
-    for (name, help, v) in s.media_server.stats().metric_counters() {
+    .chain(s.media_server.stats().metric_counters())
+    {
         w.sample(
             name,
             help,

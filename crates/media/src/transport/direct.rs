@@ -539,10 +539,7 @@ impl DirectMedia {
     /// When [`Self::handle_timeout`] is next needed: a DTLS retransmission or a report.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let dtls = self.endpoint.poll_timeout(&ASSOCIATION);
-        match (dtls, self.next_report) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        super::timer::earliest(dtls, self.next_report)
     }
 
     /// Runs what is due: DTLS retransmissions, the periodic report. Output is queued for

@@ -1548,7 +1548,20 @@ impl ServerLoop {
         }
         s.last_rx = now;
         if s.direct.is_some() && kind != DatagramKind::Stun {
-            self.handle_direct(id, kind, data, from, now);
+            let at = self.arrival.unwrap_or(now);
+            let timers_moved = handle_direct(
+                s,
+                kind,
+                data,
+                from,
+                (now, at),
+                &self.socket,
+                &mut *self.handler,
+                &self.stats,
+            );
+            if timers_moved {
+                self.rearm(id);
+            }
             return;
         }
         let msg = TaggedBytesMut {
@@ -1642,10 +1655,7 @@ impl ServerLoop {
             .as_ref()
             .filter(|_| s.connected)
             .map(|p| p.next_tick);
-        let wake = match (s.next_timeout, play) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let wake = super::timer::earliest(s.next_timeout, play);
         if wake != s.armed {
             s.armed = wake;
             if let Some(t) = wake {
@@ -1697,14 +1707,7 @@ impl ServerLoop {
                 let written = if let Some(d) = s.direct.as_mut() {
                     match (d.protect_rtp(&header, p.payload, now), d.peer()) {
                         (Ok(datagram), Some(to)) => {
-                            let sent = self.socket.send_to(&datagram, to).is_ok();
-                            let counter = if sent {
-                                &self.stats.datagrams_out
-                            } else {
-                                &self.stats.send_errors
-                            };
-                            TransportStats::inc(counter);
-                            sent
+                            send_datagram(&self.socket, &self.stats, &datagram, to)
                         }
                         _ => false,
                     }
@@ -1769,13 +1772,7 @@ impl ServerLoop {
     }
 
     fn send(&self, data: &[u8], to: SocketAddr) {
-        match self.socket.send_to(data, to) {
-            Ok(_) => TransportStats::inc(&self.stats.datagrams_out),
-            Err(e) => {
-                TransportStats::inc(&self.stats.send_errors);
-                tracing::debug!(error = %e, %to, "udp send");
-            }
-        }
+        send_datagram(&self.socket, &self.stats, data, to);
     }
 
     /// Drains a session's outputs: datagrams to send, events, decrypted media. Returns how many
@@ -1805,10 +1802,7 @@ impl ServerLoop {
                     continue;
                 }
             }
-            match self.socket.send_to(&out.message, to) {
-                Ok(_) => TransportStats::inc(&self.stats.datagrams_out),
-                Err(_) => TransportStats::inc(&self.stats.send_errors),
-            }
+            send_datagram(&self.socket, &self.stats, &out.message, to);
         }
         for (prev, addr) in moved {
             if let Some(p) = self.sessions.get_mut(&prev) {
@@ -1872,78 +1866,94 @@ impl ServerLoop {
         self.rearm(id);
         media_out
     }
+}
 
-    /// A session's DTLS, SRTP and SRTCP datagram on the direct media plane.
-    fn handle_direct(
-        &mut self,
-        id: SessionId,
-        kind: DatagramKind,
-        data: &[u8],
-        from: SocketAddr,
-        now: Instant,
-    ) {
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        let Some(d) = s.direct.as_mut() else {
-            return;
-        };
-        match kind {
-            DatagramKind::Dtls => {
-                match d.handle_dtls(data, from, now) {
-                    Ok(super::direct::DtlsOutcome::Connected) if !s.connected => {
-                        s.connected = true;
-                        TransportStats::inc(&self.stats.sessions_connected);
-                        self.handler.on_session_connected(id, &s.call);
-                    }
-                    Ok(super::direct::DtlsOutcome::Closed) => {
-                        // As on the stack path, a close_notify alone does not end the session:
-                        // the WHIP DELETE or the idle timeout does (with its reason).
-                        tracing::debug!(session = %id, "peer closed dtls");
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        TransportStats::inc(&self.stats.stack_errors);
-                        tracing::debug!(session = %id, error = %e, "rejected dtls datagram");
-                    }
+/// A session's DTLS, SRTP and SRTCP datagram on the direct media plane, on the session the
+/// caller already looked up (`now`, and `at`: the datagram's arrival). Returns whether the
+/// session's deadlines may have moved (a DTLS datagram), so the caller re-arms it.
+#[allow(clippy::too_many_arguments)]
+fn handle_direct(
+    s: &mut Session,
+    kind: DatagramKind,
+    data: &[u8],
+    from: SocketAddr,
+    (now, at): (Instant, Instant),
+    socket: &std::net::UdpSocket,
+    handler: &mut dyn MediaHandler,
+    stats: &TransportStats,
+) -> bool {
+    let id = s.id;
+    let Some(d) = s.direct.as_mut() else {
+        return false;
+    };
+    match kind {
+        DatagramKind::Dtls => {
+            match d.handle_dtls(data, from, now) {
+                Ok(super::direct::DtlsOutcome::Connected) if !s.connected => {
+                    s.connected = true;
+                    TransportStats::inc(&stats.sessions_connected);
+                    handler.on_session_connected(id, &s.call);
                 }
-                flush_direct(&self.socket, &self.stats, s);
-                s.next_timeout = session_timeout(s);
-                self.rearm(id);
-            }
-            DatagramKind::Rtp => {
-                let at = self.arrival.unwrap_or(now);
-                match d.decrypt_rtp(data, from, at) {
-                    Ok((header, plain)) => match super::direct::payload(&header, &plain) {
-                        Some(payload) => {
-                            deliver_rtp(s, &header, payload, at, &mut *self.handler, &self.stats);
-                        }
-                        None => TransportStats::inc(&self.stats.rtp_other_dropped),
-                    },
-                    Err(e) => {
-                        TransportStats::inc(&self.stats.srtp_rejected);
-                        tracing::trace!(session = %id, error = %e, "rejected srtp");
-                    }
+                Ok(super::direct::DtlsOutcome::Closed) => {
+                    // As on the stack path, a close_notify alone does not end the session:
+                    // the WHIP DELETE or the idle timeout does (with its reason).
+                    tracing::debug!(session = %id, "peer closed dtls");
                 }
-            }
-            DatagramKind::Rtcp => match d.decrypt_rtcp(data, from, now) {
-                Ok(pkts) => deliver_rtcp(s, &pkts, &mut *self.handler, &self.stats),
+                Ok(_) => {}
                 Err(e) => {
-                    TransportStats::inc(&self.stats.srtp_rejected);
-                    tracing::trace!(session = %id, error = %e, "rejected srtcp");
+                    TransportStats::inc(&stats.stack_errors);
+                    tracing::debug!(session = %id, error = %e, "rejected dtls datagram");
                 }
-            },
-            DatagramKind::Stun | DatagramKind::Unknown => {}
+            }
+            flush_direct(socket, stats, s);
+            s.next_timeout = session_timeout(s);
+            return true;
         }
+        DatagramKind::Rtp => match d.decrypt_rtp(data, from, at) {
+            Ok((header, plain)) => match super::direct::payload(&header, &plain) {
+                Some(payload) => deliver_rtp(s, &header, payload, at, handler, stats),
+                None => TransportStats::inc(&stats.rtp_other_dropped),
+            },
+            Err(e) => {
+                TransportStats::inc(&stats.srtp_rejected);
+                tracing::trace!(session = %id, error = %e, "rejected srtp");
+            }
+        },
+        DatagramKind::Rtcp => match d.decrypt_rtcp(data, from, now) {
+            Ok(pkts) => deliver_rtcp(s, &pkts, handler, stats),
+            Err(e) => {
+                TransportStats::inc(&stats.srtp_rejected);
+                tracing::trace!(session = %id, error = %e, "rejected srtcp");
+            }
+        },
+        DatagramKind::Stun | DatagramKind::Unknown => {}
     }
+    false
 }
 
 /// The session's next stack or direct-plane deadline.
 fn session_timeout(s: &mut Session) -> Option<Instant> {
     let stack = s.pc.poll_timeout();
-    match (stack, s.direct.as_ref().and_then(|d| d.poll_timeout())) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    super::timer::earliest(stack, s.direct.as_ref().and_then(|d| d.poll_timeout()))
+}
+
+/// Sends one datagram and counts it (`datagrams_out`, or `send_errors`); whether it went.
+fn send_datagram(
+    socket: &std::net::UdpSocket,
+    stats: &TransportStats,
+    data: &[u8],
+    to: SocketAddr,
+) -> bool {
+    match socket.send_to(data, to) {
+        Ok(_) => {
+            TransportStats::inc(&stats.datagrams_out);
+            true
+        }
+        Err(e) => {
+            TransportStats::inc(&stats.send_errors);
+            tracing::debug!(error = %e, %to, "udp send");
+            false
+        }
     }
 }
 
@@ -1960,10 +1970,7 @@ fn flush_direct(socket: &std::net::UdpSocket, stats: &TransportStats, s: &mut Se
         if packet::classify(&datagram) == DatagramKind::Rtcp {
             TransportStats::inc(&stats.rtcp_sent);
         }
-        match socket.send_to(&datagram, to) {
-            Ok(_) => TransportStats::inc(&stats.datagrams_out),
-            Err(_) => TransportStats::inc(&stats.send_errors),
-        }
+        send_datagram(socket, stats, &datagram, to);
     }
 }
 

@@ -6,6 +6,14 @@
 
 use std::time::Instant;
 
+/// The earlier of two optional deadlines (`None`: no deadline).
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The media loop's timer: [`WakeTimer::arm`] sets the deadline (only when it is earlier than
 /// the armed one, or none is armed: a spurious early wake is harmless, one syscall per loop
 /// turn is not), [`WakeTimer::wait`] resolves once it passes.
