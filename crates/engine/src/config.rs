@@ -245,16 +245,16 @@ pub struct MediaSection {
     /// (the default: nice 10 under `SCHED_BATCH`, no wake-up preemption of the media thread),
     /// `"idle"` (`SCHED_IDLE`: only what is left over) or `"nice"` (nice 10 alone).
     pub sink_scheduling: crate::sinks::runner::SinkScheduling,
-    /// Threads that run the calls' sinks (recorder, file feed). Unset (the default): one
-    /// per call, which keeps calls apart and, at nice 10 each, adds up to a share of a
-    /// saturated core that grows with the calls. A number: that many workers shared by all
-    /// calls, each waking every 20 ms for all of its calls (fewer wake-ups, and a summed
-    /// weight that no longer crowds the media thread: 2 workers held 440 `wav` streams per
-    /// core against 360, with no ring drop even at saturation; docs/performance.md). Each
-    /// worker runs its calls' `fdatasync`s in turn, so on slow storage keep the default. A
-    /// single worker falls behind on a saturated core and its rings drop frames (counted).
-    /// 0 is taken as 1.
-    pub sink_threads: Option<usize>,
+    /// Threads that run the calls' sinks (recorder, file feed): that many workers shared by all
+    /// calls, each waking every 20 ms for all of its calls; 2 by default. `0`: a thread per
+    /// call instead. Why shared by default: at nice 10 each, threads per call add up to a
+    /// weight that grows with the calls and, from ~36 calls on one core, delays the media
+    /// thread's wake-ups (`wav` recording held 360 streams per core that way, 440 on two
+    /// workers, with no ring drop even at saturation; docs/performance.md). Periodic
+    /// `fdatasync`s run on a sync thread of their own, so slow storage holds up no worker's
+    /// other calls. A single worker falls behind on a saturated core and its rings drop
+    /// frames (counted); give shared workers spare CPU.
+    pub sink_threads: usize,
     /// What the bot sends into a call while it has nothing to play (no clip, no echo):
     /// `true` (the default) a constant 20 ms Opus silence frame every tick, so the call's
     /// stream from the bot never pauses; `false` nothing, as Opus DTX does (RFC 7587 3.1.3),
@@ -270,10 +270,13 @@ pub struct MediaSection {
     pub direct_media: bool,
 }
 
+/// Default `media.sink_threads`: two shared workers.
+pub const DEFAULT_SINK_THREADS: usize = 2;
+
 impl MediaSection {
-    /// How many shared sink workers to run; `None`: a thread per call.
+    /// How many shared sink workers to run; `None`: a thread per call (`sink_threads = 0`).
     pub fn sink_workers(&self) -> Option<usize> {
-        self.sink_threads.map(|n| n.max(1))
+        (self.sink_threads > 0).then_some(self.sink_threads)
     }
 }
 
@@ -289,7 +292,7 @@ impl Default for MediaSection {
             wake_grid_us: 1000,
             realtime_priority: None,
             sink_scheduling: crate::sinks::runner::SinkScheduling::Batch,
-            sink_threads: None,
+            sink_threads: DEFAULT_SINK_THREADS,
             idle_silence: true,
             direct_media: true,
         }
@@ -945,13 +948,13 @@ public_ip = "203.0.113.7"
     }
 
     #[test]
-    fn sink_threads_default_to_one_per_call_and_parse() {
+    fn sink_threads_default_to_two_shared_workers_and_zero_means_one_per_call() {
         let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
-        assert_eq!(c.media.sink_workers(), None, "a thread per call");
-        for (n, want) in [(3, 3), (0, 1)] {
+        assert_eq!(c.media.sink_workers(), Some(2), "two shared workers");
+        for (n, want) in [(3, Some(3)), (1, Some(1)), (0, None)] {
             let text = GOOD.replace("[media]", &format!("[media]\nsink_threads = {n}"));
             let c = Config::parse(&text, Path::new("t.toml")).unwrap();
-            assert_eq!(c.media.sink_workers(), Some(want), "sink_threads = {n}");
+            assert_eq!(c.media.sink_workers(), want, "sink_threads = {n}");
         }
     }
 

@@ -999,6 +999,12 @@ fn render_metrics(s: &Shared) -> String {
             &*m.recorder_errors,
         ),
         (
+            "mediabot_recorder_fsync_skipped_total",
+            "Periodic fdatasyncs of recording files skipped because the file's previous one had \
+             not finished (storage slower than recording.fsync_interval_secs).",
+            &crate::sinks::syncer::SKIPPED,
+        ),
+        (
             "mediabot_transcription_write_errors_total",
             "Transcription feed messages that could not be written to the feed's files.",
             &*m.transcription_write_errors,

@@ -198,8 +198,8 @@ pub struct LoadtestArgs {
     /// Unset: the bot's default, `batch`.
     #[arg(long, value_parser = ["batch", "idle", "nice"])]
     pub bot_sink_scheduling: Option<String>,
-    /// Spawned bot: `media.sink_threads` (that many sink workers shared by all calls).
-    /// Unset: the bot's default, a sink thread per call.
+    /// Spawned bot: `media.sink_threads` (that many sink workers shared by all calls; 0: a
+    /// sink thread per call). Unset: the bot's default, two shared workers.
     #[arg(long)]
     pub bot_sink_threads: Option<usize>,
     /// Spawned bot: `media.direct_media` (`true`: DTLS-SRTP in mediabot's own media plane;

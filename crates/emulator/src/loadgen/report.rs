@@ -164,7 +164,7 @@ pub struct Settings {
     /// The spawned bot's `media.sink_scheduling` (None: the bot's default, `batch`).
     #[serde(default)]
     pub bot_sink_scheduling: Option<String>,
-    /// The spawned bot's `media.sink_threads` (None: the bot's default, a thread per call).
+    /// The spawned bot's `media.sink_threads` (None: the bot's default, two shared workers; 0: a thread per call).
     #[serde(default)]
     pub bot_sink_threads: Option<usize>,
     /// The spawned bot's `media.direct_media` (None: the bot's default, on).
@@ -1098,10 +1098,11 @@ pub fn markdown(r: &LoadtestReport) -> String {
         s.bot_sink_scheduling
             .as_deref()
             .map_or("`batch` (the default)".into(), |v| format!("`{v}`")),
-        s.bot_sink_threads
-            .map_or("one per call (the default)".into(), |n| format!(
-                "{n} shared"
-            ))
+        match s.bot_sink_threads {
+            None => "2 shared (the default)".to_string(),
+            Some(0) => "one per call".to_string(),
+            Some(n) => format!("{n} shared"),
+        }
     );
     let _ = writeln!(
         o,

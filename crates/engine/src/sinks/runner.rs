@@ -1,8 +1,8 @@
 //! The sinks of the calls: drain each call's frame rings into the recorder and the transcription
 //! feed, off the media thread.
 //!
-//! Sink threads ([`SinkPool`], `media.sink_threads`: one per call by default, or a few workers
-//! shared by all calls) run every call's sinks. A thread wakes every [`SINK_WAKE_INTERVAL`]
+//! Sink threads ([`SinkPool`], `media.sink_threads`: a few workers shared by all calls, two by
+//! default, or one per call) run every call's sinks. A thread wakes every [`SINK_WAKE_INTERVAL`]
 //! (20 ms, on the process's shared grid) and, for each of its calls, drains everything queued,
 //! writes a file-based transcription feed's messages and applies the control messages waiting
 //! (roster facts, compliance gate, stop). On stop it drains the call's rings one last time and
@@ -203,19 +203,20 @@ impl SinkJoin {
     }
 }
 
-/// The threads that run the calls' sinks (`media.sink_threads`): by default one per call;
-/// with a number, that many workers shared by all calls.
+/// The threads that run the calls' sinks (`media.sink_threads`): a few workers shared by all
+/// calls (two by default), or one per call.
 ///
 /// **Shared workers** wake less: a thread per call wakes every 20 ms (2,500 wake-ups a second
 /// at 50 calls, a few % of a core on the load test's VM) to drain a few frames, a worker drains
-/// all of its calls per wake-up. What they trade: a worker's calls share its time, so a disk
-/// that stalls one call's writes delays the others on that worker too; and, the reason they are
-/// not the default, **a saturated core**: the sink threads run at nice 10, so each gets about a
-/// tenth of the media thread's share when the core is full. A thread per call adds those shares
-/// up with the calls; one worker does not, and at 320 streams on one core (wav, 95 % busy) it
-/// fell behind and the rings dropped 71,304 frames where threads per call dropped none
-/// (`docs/performance.md`). Give shared workers spare CPU (`media.sink_threads` no more than the
-/// cores left to them).
+/// all of its calls per wake-up. And they keep out of the media thread's way: sink threads run
+/// at nice 10, and threads per call add their weights up with the calls, so from ~36 calls on
+/// one core they outweigh the media thread and delay its wake-ups (processing p99 past 2 ms at
+/// 400 `wav` streams, where two workers held 440; `docs/performance.md`). What they trade: a
+/// worker's calls share its time, so a disk that stalls one call's writes delays the others on
+/// that worker too (the periodic `fdatasync`s, the slow part, run on the sync thread,
+/// [`super::syncer`]); and on **a saturated core** a worker gets about a tenth of the media
+/// thread's share: one worker at 320 streams on one core (wav, 95 % busy) fell behind and the
+/// rings dropped 71,304 frames, two did not at 480. Give shared workers spare CPU.
 ///
 /// On a shared worker, a call's end (the final flush, `fdatasync` and manifest, which can take
 /// tens of milliseconds) runs on a short-lived thread of its own, so it never holds up the

@@ -8,7 +8,9 @@
 //! `data` size and ignored by players.
 //!
 //! Durability (fsync) is a separate, slower policy: [`WavWriter::checkpoint`] takes a flag, and the
-//! recorder asks for `fdatasync` every `fsync_interval` (see [`crate::config`]) and at close.
+//! recorder asks for `fdatasync` every `fsync_interval` (see [`crate::config`]) and at close. The
+//! periodic ones run on the process's sync thread ([`super::syncer`]), so a slow disk does not
+//! hold up the thread writing; the one at close runs here.
 //!
 //! A RIFF file holds at most 4 GiB of data; [`WavWriter::remaining_samples`] lets the recorder
 //! roll over to a new segment before that (12 hours of 48 kHz mono).
@@ -17,6 +19,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::syncer::SyncHandle;
 
 /// Size of the canonical 44-byte PCM WAV header this writer produces.
 pub const HEADER_LEN: u64 = 44;
@@ -28,7 +33,9 @@ pub const MAX_DATA_BYTES: u64 = u32::MAX as u64 - HEADER_LEN;
 #[derive(Debug)]
 pub struct WavWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: BufWriter<SharedFile>,
+    /// The same file, for background `fdatasync`s.
+    sync: SyncHandle,
     sample_rate: u32,
     channels: u16,
     /// Bytes of sample data written (buffered or not).
@@ -44,14 +51,16 @@ impl WavWriter {
     /// Any I/O error creating or writing the file.
     pub fn create(path: impl AsRef<Path>, sample_rate: u32, channels: u16) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::create(&path)?;
+        let file = Arc::new(File::create(&path)?);
+        let sync = SyncHandle::new(Arc::clone(&file));
         // 32 KiB: a write every ~170 ms per 48 kHz track; the buffer is resident per open track.
-        let mut out = BufWriter::with_capacity(32 * 1024, file);
+        let mut out = BufWriter::with_capacity(32 * 1024, SharedFile(file));
         out.write_all(&header(sample_rate, channels, 0))?;
         out.flush()?;
         Ok(Self {
             path,
             out,
+            sync,
             sample_rate,
             channels,
             data_bytes: 0,
@@ -131,31 +140,38 @@ impl WavWriter {
     }
 
     /// Flushes buffered samples and rewrites the header's size fields, so that the file as it is
-    /// now on disk plays everything written so far. With `sync`, also `fdatasync`s the file.
+    /// now on disk plays everything written so far. With `sync`, also asks the sync thread for an
+    /// `fdatasync` of the file (without waiting for it).
     ///
     /// # Errors
-    /// Any I/O error; the header then still declares the previous checkpoint.
+    /// Any I/O error, including one a background sync met since the last checkpoint; the header
+    /// then still declares the previous checkpoint.
     pub fn checkpoint(&mut self, sync: bool) -> io::Result<()> {
+        if let Some(e) = self.sync.take_error() {
+            return Err(e);
+        }
         self.out.flush()?;
         if self.data_bytes != self.checkpointed_bytes {
             // The whole header in one positioned write (one syscall where seeking to each size
             // field and back took five); the file offset, where appends go, does not move.
             let h = header(self.sample_rate, self.channels, self.data_bytes as u32);
-            self.out.get_ref().write_all_at(&h, 0)?;
+            self.out.get_ref().0.write_all_at(&h, 0)?;
             self.checkpointed_bytes = self.data_bytes;
         }
         if sync {
-            self.out.get_ref().sync_data()?;
+            self.sync.request();
         }
         Ok(())
     }
 
-    /// Checkpoints, syncs and closes the file, returning the sample frames it holds.
+    /// Checkpoints, syncs (on this thread) and closes the file, returning the sample frames it
+    /// holds.
     ///
     /// # Errors
-    /// Any I/O error of the final checkpoint.
+    /// Any I/O error of the final checkpoint or sync, or one a background sync met.
     pub fn finalize(mut self) -> io::Result<u64> {
-        self.checkpoint(true)?;
+        self.checkpoint(false)?;
+        self.out.get_ref().0.sync_data()?;
         Ok(self.samples_written())
     }
 
@@ -167,6 +183,24 @@ impl WavWriter {
             ));
         }
         Ok(())
+    }
+}
+
+/// The file, shared by the writer and its [`SyncHandle`]; writes go to it through `&File`.
+#[derive(Debug)]
+struct SharedFile(Arc<File>);
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (&*self.0).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
     }
 }
 
@@ -284,6 +318,25 @@ mod tests {
         assert_eq!(st.samples_written(), 0);
         st.write_pcm_le(&[0, 1, 2, 3]).unwrap();
         assert_eq!(st.samples_written(), 1);
+    }
+
+    #[test]
+    fn a_background_sync_error_fails_the_next_checkpoint_and_the_finalize() {
+        let path = tmp("sync-err.wav");
+        let mut w = WavWriter::create(&path, 16_000, 1).unwrap();
+        w.write_samples(&[3i16; 320]).unwrap();
+        w.checkpoint(true).unwrap();
+        while w.sync.is_pending() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        w.checkpoint(false).unwrap();
+        w.sync.set_error(io::Error::from_raw_os_error(5));
+        let e = w.checkpoint(false).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(5), "EIO comes back: {e}");
+        // The header still declares what the last good checkpoint had.
+        assert_eq!(hound::WavReader::open(&path).unwrap().len(), 320);
+        w.sync.set_error(io::Error::from_raw_os_error(28));
+        assert_eq!(w.finalize().unwrap_err().raw_os_error(), Some(28));
     }
 
     #[test]
