@@ -25,7 +25,7 @@ LINE = re.compile(r'\s*(\S+)\s+\d+\s+\S+\s+(.*)\s+\((.*)\)\s*$')
 
 def is_bot(comm):
     return (comm == 'mediabot-udp' or comm.startswith('sink-') or comm.startswith('tokio')
-            or comm == 'media-events')
+            or comm == 'media-events' or comm == 'fsync')
 
 
 def is_opus(sym, dso):

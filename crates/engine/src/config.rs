@@ -245,6 +245,11 @@ pub struct MediaSection {
     /// (the default: nice 10 under `SCHED_BATCH`, no wake-up preemption of the media thread),
     /// `"idle"` (`SCHED_IDLE`: only what is left over) or `"nice"` (nice 10 alone).
     pub sink_scheduling: crate::sinks::runner::SinkScheduling,
+    /// Nice value of the sink threads and the fsync thread (0-19; 10 by default). Higher
+    /// yields more of a busy core to the media thread (lower processing latency near
+    /// saturation) at the price of the sinks falling behind sooner when the core is full
+    /// (their rings then drop frames, counted); docs/performance.md.
+    pub sink_nice: i32,
     /// Threads that run the calls' sinks (recorder, file feed): that many workers shared by all
     /// calls, each waking every 20 ms for all of its calls; 2 by default. `0`: a thread per
     /// call instead. Why shared by default: at nice 10 each, threads per call add up to a
@@ -292,6 +297,7 @@ impl Default for MediaSection {
             wake_grid_us: 1000,
             realtime_priority: None,
             sink_scheduling: crate::sinks::runner::SinkScheduling::Batch,
+            sink_nice: crate::sinks::runner::SINK_THREAD_NICE,
             sink_threads: DEFAULT_SINK_THREADS,
             idle_silence: true,
             direct_media: true,
@@ -725,6 +731,13 @@ impl Config {
                 fix: "use 0-10000 (default 1000); the 10 ms media tick is the coarsest grid",
             });
         }
+        if !(0..=19).contains(&self.media.sink_nice) {
+            return Err(ConfigError::Invalid {
+                key: "media.sink_nice",
+                problem: format!("{}", self.media.sink_nice),
+                fix: "use a nice value of 0-19 (default 10); higher yields more to the media thread",
+            });
+        }
         if let Some(p) = self.media.realtime_priority
             && !(1..=99).contains(&p)
         {
@@ -933,6 +946,12 @@ public_ip = "203.0.113.7"
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("media.wake_grid_us"), "{e}");
         c.media.wake_grid_us = 1000;
+        c.media.sink_nice = 19;
+        c.validate().unwrap();
+        c.media.sink_nice = 20;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("media.sink_nice"), "{e}");
+        c.media.sink_nice = 10;
         c.media.realtime_priority = Some(0);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("media.realtime_priority"), "{e}");

@@ -473,6 +473,7 @@ impl Engine {
 
         let health = Arc::new(Health::new(config.media.max_calls));
         let (shutdown, _) = watch::channel(false);
+        crate::sinks::runner::set_sink_nice(config.media.sink_nice);
         let sinks = crate::sinks::runner::SinkPool::new(
             config.media.sink_workers(),
             config.media.sink_scheduling,

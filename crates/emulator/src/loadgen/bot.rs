@@ -122,6 +122,8 @@ pub struct LocalBot {
     pub idle_silence: Option<bool>,
     /// `media.sink_scheduling` for the bot (`batch`, `idle`, `nice`), when set.
     pub sink_scheduling: Option<String>,
+    /// `media.sink_nice` for the bot (0-19), when set.
+    pub sink_nice: Option<i32>,
     /// `media.sink_threads` for the bot (shared sink workers), when set.
     pub sink_threads: Option<usize>,
     /// `media.direct_media` for the bot, when set.
@@ -182,6 +184,9 @@ fn media_extra(bot: &LocalBot) -> String {
     }
     if let Some(s) = &bot.sink_scheduling {
         out.push_str(&format!("sink_scheduling = \"{s}\"\n"));
+    }
+    if let Some(n) = bot.sink_nice {
+        out.push_str(&format!("sink_nice = {n}\n"));
     }
     if let Some(n) = bot.sink_threads {
         out.push_str(&format!("sink_threads = {n}\n"));
@@ -557,6 +562,7 @@ mod tests {
             idle_silence: Some(false),
             sink_scheduling: Some("idle".into()),
             sink_threads: Some(2),
+            sink_nice: Some(15),
             direct_media: Some(false),
         }
     }
@@ -588,6 +594,7 @@ mod tests {
         assert_eq!(v["media"]["idle_silence"].as_bool(), Some(false));
         assert_eq!(v["media"]["sink_scheduling"].as_str(), Some("idle"));
         assert_eq!(v["media"]["sink_threads"].as_integer(), Some(2));
+        assert_eq!(v["media"]["sink_nice"].as_integer(), Some(15));
         assert_eq!(v["media"]["direct_media"].as_bool(), Some(false));
         assert_eq!(
             v["server"]["public_url"].as_str(),

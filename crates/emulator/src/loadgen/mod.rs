@@ -202,6 +202,10 @@ pub struct LoadtestArgs {
     /// sink thread per call). Unset: the bot's default, two shared workers.
     #[arg(long)]
     pub bot_sink_threads: Option<usize>,
+    /// Spawned bot: `media.sink_nice` (0-19), the sink threads' nice value. Unset: the bot's
+    /// default, 10.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub bot_sink_nice: Option<i32>,
     /// Spawned bot: `media.direct_media` (`true`: DTLS-SRTP in mediabot's own media plane;
     /// `false`: through the WebRTC stack's pipeline, the path before `70c2388`). Unset: the
     /// bot's default, `true`.
@@ -338,6 +342,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             idle_silence: args.bot_idle_silence,
             sink_scheduling: args.bot_sink_scheduling.clone(),
             sink_threads: args.bot_sink_threads,
+            sink_nice: args.bot_sink_nice,
             direct_media: args.bot_direct_media,
         };
         let text = bot::config_toml(
@@ -382,6 +387,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             idle_silence: args.bot_idle_silence,
             sink_scheduling: args.bot_sink_scheduling.clone(),
             sink_threads: args.bot_sink_threads,
+            sink_nice: args.bot_sink_nice,
             direct_media: args.bot_direct_media,
         };
         progress.line(&format!("starting bot {}", exe.display()));

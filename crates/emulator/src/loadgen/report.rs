@@ -167,6 +167,8 @@ pub struct Settings {
     /// The spawned bot's `media.sink_threads` (None: the bot's default, two shared workers; 0: a thread per call).
     #[serde(default)]
     pub bot_sink_threads: Option<usize>,
+    /// The spawned bot's `media.sink_nice` (None: the bot's default, 10).
+    pub bot_sink_nice: Option<i32>,
     /// The spawned bot's `media.direct_media` (None: the bot's default, on).
     #[serde(default)]
     pub bot_direct_media: Option<bool>,
@@ -200,6 +202,7 @@ impl Settings {
             bot_idle_silence: a.bot_idle_silence,
             bot_sink_scheduling: a.bot_sink_scheduling.clone(),
             bot_sink_threads: a.bot_sink_threads,
+            bot_sink_nice: a.bot_sink_nice,
             bot_direct_media: a.bot_direct_media,
             bot_decode_rate_hz: a.bot_recording.decode_rate_hz(),
             bot_work: format!(
@@ -1094,10 +1097,12 @@ pub fn markdown(r: &LoadtestReport) -> String {
     );
     let s = &r.settings;
     let sinks = format!(
-        "{}, {}",
+        "{} at nice {}, {}",
         s.bot_sink_scheduling
             .as_deref()
             .map_or("`batch` (the default)".into(), |v| format!("`{v}`")),
+        s.bot_sink_nice
+            .map_or("10 (the default)".into(), |n| n.to_string()),
         match s.bot_sink_threads {
             None => "2 shared (the default)".to_string(),
             Some(0) => "one per call".to_string(),

@@ -121,10 +121,26 @@ pub const SINK_WAKE_INTERVAL: Duration = Duration::from_millis(20);
 /// call setup metric ends there, so the longer [`SINK_WAKE_INTERVAL`] does not add to it.
 pub const FIRST_FRAME_WAKE_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Nice value of the sink threads. The media thread (nice 0) has play-out deadlines; a sink
-/// thread only drains rings that hold seconds, so on a busy core it yields: the media thread's
-/// wake-ups are not queued behind a sink thread's burst of file writes and filtering.
+/// Default nice value of the sink threads (`media.sink_nice`). The media thread (nice 0) has
+/// play-out deadlines; a sink thread only drains rings that hold seconds, so on a busy core it
+/// yields: the media thread's wake-ups are not queued behind a sink thread's burst of file
+/// writes and filtering.
 pub const SINK_THREAD_NICE: i32 = 10;
+
+/// The nice value sink threads (and the fsync thread) take when they start: process-wide, set
+/// once from the config at engine start ([`set_sink_nice`]).
+static SINK_NICE: std::sync::atomic::AtomicI32 =
+    std::sync::atomic::AtomicI32::new(SINK_THREAD_NICE);
+
+/// Sets the nice value (0-19, clamped) of sink threads started from now on.
+pub fn set_sink_nice(nice: i32) {
+    SINK_NICE.store(nice.clamp(0, 19), Ordering::Relaxed);
+}
+
+/// The nice value sink threads take ([`set_sink_nice`]).
+pub fn sink_nice() -> i32 {
+    SINK_NICE.load(Ordering::Relaxed)
+}
 
 /// How the sink threads yield to the media thread (`media.sink_scheduling`).
 ///
@@ -135,7 +151,7 @@ pub const SINK_THREAD_NICE: i32 = 10;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkScheduling {
-    /// Nice [`SINK_THREAD_NICE`] under `SCHED_BATCH`: a sink thread waking does not preempt the
+    /// Nice [`sink_nice`] (10 by default) under `SCHED_BATCH`: a sink thread waking does not preempt the
     /// media thread, and keeps its fair share of a saturated core (recordings keep up).
     #[default]
     Batch,
@@ -143,7 +159,7 @@ pub enum SinkScheduling {
     /// a saturated or shared core its rings fill and drop frames (counted), and an
     /// unprivileged thread cannot leave the policy again.
     Idle,
-    /// Nice [`SINK_THREAD_NICE`] only (wake-up preemption stays on).
+    /// Nice [`sink_nice`] only (wake-up preemption stays on).
     Nice,
 }
 
@@ -156,7 +172,7 @@ fn apply_scheduling(scheduling: SinkScheduling) {
             Err(e) => tracing::debug!(error = %e, "sink thread: no SCHED_IDLE, nice instead"),
         }
     }
-    if let Err(e) = sched::set_current_thread_nice(SINK_THREAD_NICE) {
+    if let Err(e) = sched::set_current_thread_nice(sink_nice()) {
         tracing::debug!(error = %e, "sink thread keeps the default priority");
     }
     if scheduling == SinkScheduling::Batch

@@ -117,7 +117,7 @@ fn sync_thread() -> Option<&'static Mutex<Sender<Arc<Slot>>>> {
                     // It waits on storage, not the CPU; what CPU it uses (starting the writeback)
                     // yields to the media thread like the sink threads do.
                     if let Err(e) =
-                        mediabot_media::sched::set_current_thread_nice(super::runner::SINK_THREAD_NICE)
+                        mediabot_media::sched::set_current_thread_nice(super::runner::sink_nice())
                     {
                         tracing::debug!(error = %e, "fsync thread keeps the default priority");
                     }
