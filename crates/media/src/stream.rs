@@ -338,11 +338,6 @@ impl Stream {
         self.due.is_finite().then_some(self.due)
     }
 
-    /// Whether [`Stream::poll`] has anything to do at `now` (s).
-    pub fn is_due(&self, now: f64) -> bool {
-        self.due <= now
-    }
-
     /// Recomputes [`Stream::next_due`] from the jitter buffer.
     fn refresh_due(&mut self) {
         self.due = match &self.source {
