@@ -31,8 +31,8 @@
 //!
 //! **Crash safety.** WAV headers are rewritten every `checkpoint_every` of audio (default 1 s), so a
 //! killed process leaves playable files missing at most that much; `fdatasync` runs every
-//! `fsync_interval` and at close. `manifest.json` is written at start, rewritten on roster changes
-//! and at close, always through a temporary file and a rename, so it is never half-written.
+//! `fsync_interval` and at close. `manifest.json` is written at start, rewritten after roster
+//! changes (at most once a second, by the sink thread) and at close, always through a temporary file and a rename, so it is never half-written.
 
 use std::collections::BTreeMap;
 use std::io;

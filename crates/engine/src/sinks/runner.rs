@@ -121,6 +121,10 @@ pub const SINK_WAKE_INTERVAL: Duration = Duration::from_millis(20);
 /// call setup metric ends there, so the longer [`SINK_WAKE_INTERVAL`] does not add to it.
 pub const FIRST_FRAME_WAKE_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Shortest time between two rewrites of a call's manifest for roster changes (the final one,
+/// at the call's end, is always written).
+pub const MANIFEST_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Default nice value of the sink threads (`media.sink_nice`). The media thread (nice 0) has
 /// play-out deadlines; a sink thread only drains rings that hold seconds, so on a busy core it
 /// yields: the media thread's wake-ups are not queued behind a sink thread's burst of file
@@ -385,6 +389,8 @@ struct SinkTask {
     /// The feed's files; opened at the first step (on the worker, not the caller's thread).
     feed_file: Option<FileFeed>,
     feed_opened: bool,
+    /// When the recorder's manifest was last brought up to date with the roster.
+    manifest_flushed: Option<Instant>,
     /// Where the call's outcome goes.
     done: std::sync::mpsc::Sender<SinkOutcome>,
 }
@@ -406,6 +412,7 @@ impl SinkTask {
             rings: Vec::new(),
             packets: None,
             reported_failures: 0,
+            manifest_flushed: None,
             out: SinkOutcome::default(),
             scratch: Scratch {
                 decimators: Vec::new(),
@@ -451,7 +458,10 @@ impl SinkTask {
                     self.apply(msg);
                     continue;
                 }
-                Err(std::sync::mpsc::TryRecvError::Empty) => return false,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    self.flush_manifest();
+                    return false;
+                }
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => serde_json::Value::Null,
             };
             // Frames pushed since the drain above; then the files.
@@ -492,6 +502,27 @@ impl SinkTask {
         }
     }
 
+    /// Rewrites the manifest if the roster changed, at most once per [`MANIFEST_INTERVAL`]:
+    /// a 10-speaker call's joins were ten rewrites (a file write and a rename each) in its
+    /// first second, and a shared worker starting many calls at once ran them all in turn
+    /// while its other calls' rings filled.
+    fn flush_manifest(&mut self) {
+        let Some(r) = &mut self.sinks.recorder else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .manifest_flushed
+            .is_some_and(|t| now.duration_since(t) < MANIFEST_INTERVAL)
+        {
+            return;
+        }
+        self.manifest_flushed = Some(now);
+        if let Err(e) = r.flush_manifest() {
+            self.out.errors.push(format!("manifest: {e}"));
+        }
+    }
+
     fn apply(&mut self, msg: SinkControl) {
         let sinks = &mut self.sinks;
         match msg {
@@ -507,10 +538,8 @@ impl SinkTask {
                     feed.update(|f| f.handle_speaker_info(source_id, &info));
                 }
                 if let Some(r) = &mut sinks.recorder {
+                    // Written by the step, at most once per MANIFEST_INTERVAL.
                     r.handle_participant(source_id, meta);
-                    if let Err(e) = r.flush_manifest() {
-                        self.out.errors.push(format!("manifest: {e}"));
-                    }
                 }
             }
             SinkControl::Dominant(id, pos) => {
