@@ -1064,6 +1064,21 @@ fn render_metrics(s: &Shared) -> String {
         &[],
         &m.webhook_latency,
     );
+    let sinks = &*crate::sinks::runner::SINK_METRICS;
+    w.histogram(
+        "mediabot_sink_wake_delay_seconds",
+        "How late each scheduled round of a sink thread started after its 20 ms grid point \
+         (waiting for the CPU). Rounds taking close to a ring's length mean dropped frames.",
+        &[],
+        &sinks.wake_delay,
+    );
+    w.histogram(
+        "mediabot_sink_round_seconds",
+        "How long one round of a sink thread took to drain all of its calls once (recording \
+         writes, transcription feed, control messages).",
+        &[],
+        &sinks.round,
+    );
     w.histogram(
         "mediabot_call_setup_seconds",
         "Join/answer request to the first participant audio frame taken by a sink (recorder or \

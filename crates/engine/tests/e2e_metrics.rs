@@ -64,7 +64,10 @@ async fn latency_histograms_survive_the_call_and_threads_are_named() {
     }
     let names = thread_names();
     assert!(names.iter().any(|n| n == "mediabot-udp"), "{names:?}");
-    assert!(saw_sink_thread, "a sink-<call> thread ran");
+    assert!(
+        saw_sink_thread,
+        "a sink thread (a shared worker by default) ran"
+    );
     let url = format!("http://{}/metrics", engine.http_addr());
     let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
     let frames = value(&body, "mediabot_frame_latency_seconds_count");
@@ -97,6 +100,10 @@ async fn latency_histograms_survive_the_call_and_threads_are_named() {
     );
     assert!(value(&body, "mediabot_transport_rtp_delivered_total") >= frames);
     assert!(body.contains("# TYPE mediabot_transport_srtp_rejected_total counter"));
+    // The sink threads' rounds are timed: the call's sinks ran for seconds, 50 rounds a second.
+    assert!(value(&body, "mediabot_sink_round_seconds_count") >= 20.0);
+    assert!(value(&body, "mediabot_sink_wake_delay_seconds_count") >= 20.0);
+    assert!(body.contains("# TYPE mediabot_recorder_fsync_skipped_total counter"));
     let setup = engine
         .finished_calls()
         .into_iter()

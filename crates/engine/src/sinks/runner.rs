@@ -346,10 +346,16 @@ fn worker(new: &Receiver<SinkTask>, mut tasks: Vec<SinkTask>, load: &AtomicUsize
         // Until the next point of the process's grid, which the media thread's wake-ups and
         // every other sink worker's share: one timer interrupt wakes them all.
         let now = Instant::now();
-        let wait = mediabot_media::sched::next_grid_point(now, step) - now;
+        let due = mediabot_media::sched::next_grid_point(now, step);
+        let wait = due - now;
+        // Whether this round is the scheduled one (not one started early by a new call).
+        let mut scheduled = true;
         if open {
             match new.recv_timeout(wait) {
-                Ok(t) => tasks.push(t),
+                Ok(t) => {
+                    tasks.push(t);
+                    scheduled = false;
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
@@ -357,6 +363,12 @@ fn worker(new: &Receiver<SinkTask>, mut tasks: Vec<SinkTask>, load: &AtomicUsize
             return;
         } else {
             std::thread::sleep(wait);
+        }
+        let start = Instant::now();
+        if scheduled && !tasks.is_empty() {
+            SINK_METRICS
+                .wake_delay
+                .observe(start.saturating_duration_since(due));
         }
         tasks.retain_mut(|t| {
             let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.step(ending)));
@@ -374,8 +386,30 @@ fn worker(new: &Receiver<SinkTask>, mut tasks: Vec<SinkTask>, load: &AtomicUsize
                 }
             }
         });
+        if !tasks.is_empty() {
+            SINK_METRICS.round.observe(start.elapsed());
+        }
     }
 }
+
+/// How the sink threads keep up, for the process's metrics: a thread that falls behind shows
+/// here before its calls' rings fill and drop frames.
+#[derive(Debug)]
+pub struct SinkMetrics {
+    /// How late each scheduled round of a sink thread started after its grid point: the
+    /// thread waited for the CPU (`mediabot_sink_wake_delay_seconds`).
+    pub wake_delay: crate::metrics::Histogram,
+    /// How long each round took to drain all of the thread's calls once (writes, feed,
+    /// control messages; `mediabot_sink_round_seconds`).
+    pub round: crate::metrics::Histogram,
+}
+
+/// The process's sink thread metrics (every worker and per-call thread records here).
+pub static SINK_METRICS: std::sync::LazyLock<SinkMetrics> =
+    std::sync::LazyLock::new(|| SinkMetrics {
+        wake_delay: crate::metrics::Histogram::latency(),
+        round: crate::metrics::Histogram::latency(),
+    });
 
 /// One call's sinks, as a worker runs them.
 struct SinkTask {
