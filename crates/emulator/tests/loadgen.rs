@@ -47,6 +47,14 @@ async fn smoke_two_calls_two_speakers_against_the_real_binary() {
     assert!(min >= 150.0 * 0.9, "fewest frames per stream {min}: {m:?}");
     assert!(m.frames_out as f64 >= m.received as f64 * 0.9, "{m:?}");
     assert_eq!(m.dropped_at_ring, 0);
+    // The bot's frame and sink-round histograms were read over the steady window.
+    for name in loadgen::FRAME_HISTOGRAMS
+        .into_iter()
+        .chain(loadgen::SINK_HISTOGRAMS)
+    {
+        let l = s.latency.get(name).and_then(Option::as_ref);
+        assert!(l.is_some_and(|l| l.count > 0.0), "{name}: {l:?}");
+    }
     // The default recording mode: 48 kHz WAVs of 4 speakers for at least 3 s (2 bytes a
     // sample; the call's mix on top), and the 16 kHz feed of the same, were written (then
     // deleted).

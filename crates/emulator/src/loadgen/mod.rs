@@ -56,6 +56,13 @@ pub const FRAME_HISTOGRAMS: [&str; 3] = [
     "mediabot_jitter_buffer_seconds",
 ];
 
+/// Names of the bot's sink-thread histograms (seconds): how late each sink round started and
+/// how long it took, the early sign of sinks falling behind.
+pub const SINK_HISTOGRAMS: [&str; 2] = [
+    "mediabot_sink_wake_delay_seconds",
+    "mediabot_sink_round_seconds",
+];
+
 /// Command-line settings of a load test (`mediabot loadtest`, `mediabot-loadgen`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadtestArgs {
@@ -992,7 +999,7 @@ async fn run_step(
         }
     }
     let mut latency = BTreeMap::new();
-    for name in FRAME_HISTOGRAMS {
+    for name in FRAME_HISTOGRAMS.into_iter().chain(SINK_HISTOGRAMS) {
         let v = match (scrape2.histogram(name), scrape1.histogram(name)) {
             (Some(a), Some(b)) => Some(LatencySummary::from_hist(&a.minus(&b))),
             _ => None,

@@ -489,8 +489,8 @@ pub struct StepResult {
     pub media: MediaCounters,
     /// The bot's Prometheus loss/drop counters over the step (name → increase).
     pub counters: BTreeMap<String, f64>,
-    /// Per-frame latency histograms over the steady window; null when the bot does not
-    /// export that histogram.
+    /// The bot's latency histograms over the steady window (per frame, `FRAME_HISTOGRAMS`, and
+    /// the sink threads' rounds, `SINK_HISTOGRAMS`); null when the bot does not export one.
     pub latency: BTreeMap<String, Option<LatencySummary>>,
     /// Join to first frame.
     pub setup: CallSetup,
@@ -1222,7 +1222,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
     write_paced_floor(&mut o, r);
     let _ = writeln!(
         o,
-        "\n## Per-frame latency (steady window, from the bot's histograms; ms)\n"
+        "\n## Latency histograms (steady window, from the bot's histograms; ms): per frame, and the sink threads' rounds (`sink_wake_delay`: how late a round started; `sink_round`: how long it took)\n"
     );
     let _ = writeln!(
         o,
