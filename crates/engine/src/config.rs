@@ -278,6 +278,9 @@ pub struct MediaSection {
 /// Default `media.sink_threads`: two shared workers.
 pub const DEFAULT_SINK_THREADS: usize = 2;
 
+/// Most shared sink workers accepted (`media.sink_threads`).
+pub const MAX_SINK_THREADS: usize = 64;
+
 impl MediaSection {
     /// How many shared sink workers to run; `None`: a thread per call (`sink_threads = 0`).
     pub fn sink_workers(&self) -> Option<usize> {
@@ -731,6 +734,13 @@ impl Config {
                 fix: "use 0-10000 (default 1000); the 10 ms media tick is the coarsest grid",
             });
         }
+        if self.media.sink_threads > MAX_SINK_THREADS {
+            return Err(ConfigError::Invalid {
+                key: "media.sink_threads",
+                problem: format!("{}", self.media.sink_threads),
+                fix: "use 1-64 shared workers (default 2; about one per spare core), or 0 for a thread per call",
+            });
+        }
         if !(0..=19).contains(&self.media.sink_nice) {
             return Err(ConfigError::Invalid {
                 key: "media.sink_nice",
@@ -947,6 +957,11 @@ public_ip = "203.0.113.7"
         assert!(e.contains("media.wake_grid_us"), "{e}");
         c.media.wake_grid_us = 1000;
         c.media.sink_nice = 19;
+        c.validate().unwrap();
+        c.media.sink_threads = 65;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("media.sink_threads"), "{e}");
+        c.media.sink_threads = 0;
         c.validate().unwrap();
         c.media.sink_nice = 20;
         let e = c.validate().unwrap_err().to_string();
