@@ -117,6 +117,8 @@ pub struct LocalBot {
     pub recording: BotRecording,
     /// `recording.fsync_interval_secs` for the bot, when set (0: sync only at close).
     pub fsync_interval_secs: Option<u64>,
+    /// `recording.ring_frames` for the bot (the speakers' ring of each call), when set.
+    pub ring_frames: Option<usize>,
     /// `media.idle_silence` for the bot, when set (false: the bot sends nothing while it has
     /// nothing to play).
     pub idle_silence: Option<bool>,
@@ -144,7 +146,7 @@ pub fn config_toml(
          [server]\nlisten = {listen}\npublic_url = {public}\nbehind_tls_proxy = true\nshutdown_grace_secs = 2\n\n\
          [graph]\ntenant_id = {tenant}\nclient_id = {client}\nbase_url = {graph}\nauthority = {auth}\nopenid_metadata_url = {oid}\n\n\
          [media]\nudp_port = {udp}\nbind_ip = {bind}\nmax_calls = 2000\nmax_streams_per_call = {mspc}\n{media_extra}\n\
-         [recording]\n{rec_keys}{fsync}dir = {rec}\n\n\
+         [recording]\n{rec_keys}{fsync}{ring}dir = {rec}\n\n\
          [transcription]\nfile_dir = {tr}\nreconnect_buffer_secs = 10\n{extra}",
         listen = q(&bot.http.to_string()),
         public = q(&bot
@@ -163,6 +165,9 @@ pub fn config_toml(
         fsync = bot
             .fsync_interval_secs
             .map_or(String::new(), |s| format!("fsync_interval_secs = {s}\n")),
+        ring = bot
+            .ring_frames
+            .map_or(String::new(), |n| format!("ring_frames = {n}\n")),
         rec = q(&recordings.to_string_lossy()),
         tr = q(&transcripts.to_string_lossy()),
         extra = bot.extra_toml.as_deref().unwrap_or(""),
@@ -559,6 +564,7 @@ mod tests {
             wake_grid_us: None,
             recording: BotRecording::Wav,
             fsync_interval_secs: Some(0),
+            ring_frames: Some(200),
             idle_silence: Some(false),
             sink_scheduling: Some("idle".into()),
             sink_threads: Some(2),
@@ -591,6 +597,7 @@ mod tests {
         assert_eq!(v["graph"]["client_id"].as_str(), Some("cid"));
         assert_eq!(v["recording"]["dir"].as_str(), Some("/r \"q\""));
         assert_eq!(v["recording"]["fsync_interval_secs"].as_integer(), Some(0));
+        assert_eq!(v["recording"]["ring_frames"].as_integer(), Some(200));
         assert_eq!(v["media"]["idle_silence"].as_bool(), Some(false));
         assert_eq!(v["media"]["sink_scheduling"].as_str(), Some("idle"));
         assert_eq!(v["media"]["sink_threads"].as_integer(), Some(2));

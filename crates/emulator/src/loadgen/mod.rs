@@ -213,6 +213,10 @@ pub struct LoadtestArgs {
     /// default, 10.
     #[arg(long, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub bot_sink_nice: Option<i32>,
+    /// Spawned bot: `recording.ring_frames`, each call's speakers' ring to its sinks (20 ms
+    /// frames, shared by the call's speakers). Unset: the bot's default, 500.
+    #[arg(long)]
+    pub bot_ring_frames: Option<usize>,
     /// Spawned bot: `media.direct_media` (`true`: DTLS-SRTP in mediabot's own media plane;
     /// `false`: through the WebRTC stack's pipeline, the path before `70c2388`). Unset: the
     /// bot's default, `true`.
@@ -350,6 +354,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             sink_scheduling: args.bot_sink_scheduling.clone(),
             sink_threads: args.bot_sink_threads,
             sink_nice: args.bot_sink_nice,
+            ring_frames: args.bot_ring_frames,
             direct_media: args.bot_direct_media,
         };
         let text = bot::config_toml(
@@ -395,6 +400,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             sink_scheduling: args.bot_sink_scheduling.clone(),
             sink_threads: args.bot_sink_threads,
             sink_nice: args.bot_sink_nice,
+            ring_frames: args.bot_ring_frames,
             direct_media: args.bot_direct_media,
         };
         progress.line(&format!("starting bot {}", exe.display()));

@@ -169,6 +169,9 @@ pub struct Settings {
     pub bot_sink_threads: Option<usize>,
     /// The spawned bot's `media.sink_nice` (None: the bot's default, 10).
     pub bot_sink_nice: Option<i32>,
+    /// The spawned bot's `recording.ring_frames` (None: the bot's default, 500).
+    #[serde(default)]
+    pub bot_ring_frames: Option<usize>,
     /// The spawned bot's `media.direct_media` (None: the bot's default, on).
     #[serde(default)]
     pub bot_direct_media: Option<bool>,
@@ -203,6 +206,7 @@ impl Settings {
             bot_sink_scheduling: a.bot_sink_scheduling.clone(),
             bot_sink_threads: a.bot_sink_threads,
             bot_sink_nice: a.bot_sink_nice,
+            bot_ring_frames: a.bot_ring_frames,
             bot_direct_media: a.bot_direct_media,
             bot_decode_rate_hz: a.bot_recording.decode_rate_hz(),
             bot_work: format!(
@@ -1097,7 +1101,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
     );
     let s = &r.settings;
     let sinks = format!(
-        "{} at nice {}, {}",
+        "{} at nice {}, {}, speakers' ring {} frames per call",
         s.bot_sink_scheduling
             .as_deref()
             .map_or("`batch` (the default)".into(), |v| format!("`{v}`")),
@@ -1107,7 +1111,9 @@ pub fn markdown(r: &LoadtestReport) -> String {
             None => "2 shared (the default)".to_string(),
             Some(0) => "one per call".to_string(),
             Some(n) => format!("{n} shared"),
-        }
+        },
+        s.bot_ring_frames
+            .map_or("500 (the default)".into(), |n| n.to_string())
     );
     let _ = writeln!(
         o,
