@@ -628,6 +628,7 @@ mod tests {
             let mut bot = local_bot();
             bot.recording = mode;
             bot.fsync_interval_secs = None;
+            bot.ring_frames = None;
             let t = config_toml(&bot, &app(), &endpoints(), Path::new("/r"), Path::new("/t"));
             let v: toml::Value = toml::from_str(&t).unwrap();
             let rec = v["recording"].as_table().unwrap();
