@@ -164,12 +164,12 @@ run_case "public IP of a pod differs from its LoadBalancer IP" \
   "sed -i 's|mediabot-1=203.0.113.11|mediabot-1=203.0.113.99|' deploy/k8s/overlays/example/kustomization.yaml" \
   "advertises its Service's reserved IP"
 run_case "media.max_calls lowered below the HPA target" \
-  "sed -i 's|^max_calls = 24|max_calls = 10|' deploy/k8s/overlays/example/mediabot.toml" \
-  "HPA target 14 calls/pod < media.max_calls 10"
+  "sed -i 's|^max_calls = 63|max_calls = 10|' deploy/k8s/overlays/example/mediabot.toml" \
+  "HPA target 38 calls/pod < media.max_calls 10"
 # The hostport overlay keeps the base config and uses the KEDA component.
 run_case "media.max_calls lowered below the KEDA threshold" \
-  "sed -i 's|^max_calls = 24|max_calls = 10|' deploy/k8s/base/mediabot.toml" \
-  "ScaledObject threshold 14 calls/pod < media.max_calls 10"
+  "sed -i 's|^max_calls = 63|max_calls = 10|' deploy/k8s/base/mediabot.toml" \
+  "ScaledObject threshold 38 calls/pod < media.max_calls 10"
 run_case "container shell step looks up the wrong public IP key" \
   "sed -i 's|\"\$PUBLIC_IP_DIR/\$POD_NAME\"|\"\$PUBLIC_IP_DIR/\$POD_NAMESPACE\"|' deploy/k8s/base/statefulset.yaml" \
   "public IP from pod file"
