@@ -222,11 +222,8 @@ impl LatencyHistogram {
     /// instead of two `lock`-prefixed adds and a compare-exchange loop, three histograms per
     /// frame. Readers see whole values; two writers would lose counts.
     pub(crate) fn record_ns_single_writer(&self, ns: u64) {
-        let bump = |c: &AtomicU64, n: u64| {
-            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-        };
-        bump(&self.buckets[bucket_of(ns)], 1);
-        bump(&self.sum_ns, ns);
+        StreamStats::add(&self.buckets[bucket_of(ns)], 1);
+        StreamStats::add(&self.sum_ns, ns);
         if ns > self.max_ns.load(Ordering::Relaxed) {
             self.max_ns.store(ns, Ordering::Relaxed);
         }

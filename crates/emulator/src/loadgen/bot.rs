@@ -175,31 +175,27 @@ pub fn config_toml(
     )
 }
 
-/// The optional `[media]` scheduling keys, one per line.
+/// The optional `[media]` scheduling keys, one per line (unset ones are left to the bot's
+/// defaults).
 fn media_extra(bot: &LocalBot) -> String {
-    let mut out = String::new();
-    if let Some(p) = bot.realtime_priority {
-        out.push_str(&format!("realtime_priority = {p}\n"));
-    }
-    if let Some(us) = bot.wake_grid_us {
-        out.push_str(&format!("wake_grid_us = {us}\n"));
-    }
-    if let Some(on) = bot.idle_silence {
-        out.push_str(&format!("idle_silence = {on}\n"));
-    }
-    if let Some(s) = &bot.sink_scheduling {
-        out.push_str(&format!("sink_scheduling = \"{s}\"\n"));
-    }
-    if let Some(n) = bot.sink_nice {
-        out.push_str(&format!("sink_nice = {n}\n"));
-    }
-    if let Some(n) = bot.sink_threads {
-        out.push_str(&format!("sink_threads = {n}\n"));
-    }
-    if let Some(on) = bot.direct_media {
-        out.push_str(&format!("direct_media = {on}\n"));
-    }
-    out
+    let keys = [
+        (
+            "realtime_priority",
+            bot.realtime_priority.map(|p| p.to_string()),
+        ),
+        ("wake_grid_us", bot.wake_grid_us.map(|us| us.to_string())),
+        ("idle_silence", bot.idle_silence.map(|on| on.to_string())),
+        (
+            "sink_scheduling",
+            bot.sink_scheduling.as_ref().map(|s| format!("\"{s}\"")),
+        ),
+        ("sink_nice", bot.sink_nice.map(|n| n.to_string())),
+        ("sink_threads", bot.sink_threads.map(|n| n.to_string())),
+        ("direct_media", bot.direct_media.map(|on| on.to_string())),
+    ];
+    keys.iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} = {v}\n")))
+        .collect()
 }
 
 /// Where a bot started by the user (remote mode) must listen, from its `--bot-url`: the HTTP

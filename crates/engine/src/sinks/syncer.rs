@@ -69,12 +69,7 @@ impl SyncHandle {
             SKIPPED.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let sent = sync_thread().is_some_and(|tx| {
-            tx.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .send(Arc::clone(&self.slot))
-                .is_ok()
-        });
+        let sent = sync_thread().is_some_and(|tx| tx.send(Arc::clone(&self.slot)).is_ok());
         if !sent {
             self.slot.run();
         }
@@ -106,8 +101,8 @@ impl SyncHandle {
 }
 
 /// The process's sync thread, started on first use; `None` when the OS refused it.
-fn sync_thread() -> Option<&'static Mutex<Sender<Arc<Slot>>>> {
-    static THREAD: OnceLock<Option<Mutex<Sender<Arc<Slot>>>>> = OnceLock::new();
+fn sync_thread() -> Option<&'static Sender<Arc<Slot>>> {
+    static THREAD: OnceLock<Option<Sender<Arc<Slot>>>> = OnceLock::new();
     THREAD
         .get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel::<Arc<Slot>>();
@@ -126,7 +121,7 @@ fn sync_thread() -> Option<&'static Mutex<Sender<Arc<Slot>>>> {
                     }
                 });
             match spawned {
-                Ok(_) => Some(Mutex::new(tx)),
+                Ok(_) => Some(tx),
                 Err(e) => {
                     tracing::warn!(error = %e, "no fsync thread: recordings sync on their sink threads");
                     None
