@@ -12,17 +12,6 @@
 //! periodic ones run on the process's sync thread ([`super::syncer`]), so a slow disk does not
 //! hold up the thread writing; the one at close runs here.
 //!
-//! Blocks are reserved ahead of the writes, [`PREALLOC_BYTES`] at a time
-//! (`fallocate(FALLOC_FL_KEEP_SIZE)`, Linux): ext4 then maps each page written to a block it
-//! already has instead of reserving a delayed allocation per page, and writeback finds one
-//! extent per megabyte. On this machine that took 14 % off the kernel time of writing and
-//! syncing 200 files round-robin in 32 KiB writes (0.58-0.64 → 0.51-0.52 ms per MB). The file's
-//! size stays that of the data written, so players and the crash-safety story are unchanged; the
-//! unused reserve is released when the writer is dropped (`ftruncate` to the size). A process
-//! killed with files open leaves up to [`PREALLOC_BYTES`] reserved past each file's end (freed
-//! by any later truncate, e.g. `truncate -s %0 file` or a copy). A file system without
-//! `fallocate` (or a full one) simply gets no reserve.
-//!
 //! A RIFF file holds at most 4 GiB of data; [`WavWriter::remaining_samples`] lets the recorder
 //! roll over to a new segment before that (12 hours of 48 kHz mono).
 
@@ -36,10 +25,6 @@ use super::syncer::SyncHandle;
 
 /// Size of the canonical 44-byte PCM WAV header this writer produces.
 pub const HEADER_LEN: u64 = 44;
-
-/// Blocks reserved ahead of the data at a time: about 11 s of 48 kHz mono audio. Reserved
-/// space counts as used on the volume, so 1,000 open tracks hold at most ~1 GiB of it.
-pub const PREALLOC_BYTES: u64 = 1 << 20;
 
 /// Largest `data` chunk a RIFF file can declare (its size fields are 32-bit).
 pub const MAX_DATA_BYTES: u64 = u32::MAX as u64 - HEADER_LEN;
@@ -69,7 +54,7 @@ impl WavWriter {
         let file = Arc::new(File::create(&path)?);
         let sync = SyncHandle::new(Arc::clone(&file));
         // 32 KiB: a write every ~170 ms per 48 kHz track; the buffer is resident per open track.
-        let mut out = BufWriter::with_capacity(32 * 1024, SharedFile::new(file));
+        let mut out = BufWriter::with_capacity(32 * 1024, SharedFile(file));
         out.write_all(&header(sample_rate, channels, 0))?;
         out.flush()?;
         Ok(Self {
@@ -170,7 +155,7 @@ impl WavWriter {
             // The whole header in one positioned write (one syscall where seeking to each size
             // field and back took five); the file offset, where appends go, does not move.
             let h = header(self.sample_rate, self.channels, self.data_bytes as u32);
-            self.out.get_ref().file.write_all_at(&h, 0)?;
+            self.out.get_ref().0.write_all_at(&h, 0)?;
             self.checkpointed_bytes = self.data_bytes;
         }
         if sync {
@@ -186,7 +171,7 @@ impl WavWriter {
     /// Any I/O error of the final checkpoint or sync, or one a background sync met.
     pub fn finalize(mut self) -> io::Result<u64> {
         self.checkpoint(false)?;
-        self.out.get_ref().file.sync_data()?;
+        self.out.get_ref().0.sync_data()?;
         Ok(self.samples_written())
     }
 
@@ -201,86 +186,21 @@ impl WavWriter {
     }
 }
 
-/// The file, shared by the writer and its [`SyncHandle`]; appends go to it through `&File`,
-/// with blocks reserved ahead of them (module docs).
+/// The file, shared by the writer and its [`SyncHandle`]; writes go to it through `&File`.
 #[derive(Debug)]
-struct SharedFile {
-    file: Arc<File>,
-    /// Where appends go: the bytes in the file.
-    end: u64,
-    /// Blocks are reserved up to here (`end` or beyond).
-    reserved: u64,
-    /// Whether to keep reserving: off once the file system refuses.
-    prealloc: bool,
-}
-
-impl SharedFile {
-    fn new(file: Arc<File>) -> Self {
-        Self {
-            file,
-            end: 0,
-            reserved: 0,
-            prealloc: cfg!(target_os = "linux"),
-        }
-    }
-
-    /// Reserves blocks for `len` more bytes, a whole [`PREALLOC_BYTES`] step at a time.
-    fn reserve(&mut self, len: usize) {
-        let want = self.end + len as u64;
-        if !self.prealloc || want <= self.reserved {
-            return;
-        }
-        let from = self.reserved.max(self.end);
-        let to = want.next_multiple_of(PREALLOC_BYTES);
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let (Ok(off), Ok(n)) = (i64::try_from(from), i64::try_from(to - from)) else {
-                self.prealloc = false;
-                return;
-            };
-            // SAFETY: a plain syscall on an open descriptor this struct keeps alive; KEEP_SIZE
-            // leaves the file's size (what readers see) alone.
-            let r = unsafe {
-                libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, off, n)
-            };
-            if r != 0 {
-                // EOPNOTSUPP (no fallocate here), ENOSPC (the writes will say so): stop asking.
-                self.prealloc = false;
-                return;
-            }
-        }
-        self.reserved = to;
-    }
-}
+struct SharedFile(Arc<File>);
 
 impl Write for SharedFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.reserve(buf.len());
-        let n = (&*self.file).write(buf)?;
-        self.end += n as u64;
-        Ok(n)
+        (&*self.0).write(buf)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.reserve(bufs.iter().map(|b| b.len()).sum());
-        let n = (&*self.file).write_vectored(bufs)?;
-        self.end += n as u64;
-        Ok(n)
+        (&*self.0).write_vectored(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        (&*self.file).flush()
-    }
-}
-
-impl Drop for SharedFile {
-    /// Releases the blocks reserved past the data (the `BufWriter` around this has flushed by
-    /// now). Best effort: the data is complete either way.
-    fn drop(&mut self) {
-        if self.reserved > self.end {
-            let _ = self.file.set_len(self.end);
-        }
+        (&*self.0).flush()
     }
 }
 
@@ -417,46 +337,6 @@ mod tests {
         assert_eq!(hound::WavReader::open(&path).unwrap().len(), 320);
         w.sync.set_error(io::Error::from_raw_os_error(28));
         assert_eq!(w.finalize().unwrap_err().raw_os_error(), Some(28));
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn blocks_are_reserved_ahead_and_released_at_the_end() {
-        use std::os::unix::fs::MetadataExt;
-        let path = tmp("prealloc.wav");
-        let mut w = WavWriter::create(&path, 48_000, 1).unwrap();
-        w.write_samples(&[3i16; 48_000]).unwrap();
-        w.checkpoint(false).unwrap();
-        let open = std::fs::metadata(&path).unwrap();
-        assert_eq!(open.len(), HEADER_LEN + 96_000, "the size is the data's");
-        assert!(
-            open.blocks() * 512 >= PREALLOC_BYTES,
-            "a megabyte reserved ahead: {} blocks",
-            open.blocks()
-        );
-        assert_eq!(w.finalize().unwrap(), 48_000);
-        let closed = std::fs::metadata(&path).unwrap();
-        assert_eq!(closed.len(), HEADER_LEN + 96_000);
-        assert!(
-            closed.blocks() * 512 < closed.len() + 64 * 1024,
-            "the reserve past the end is released: {} blocks for {} bytes",
-            closed.blocks(),
-            closed.len()
-        );
-        let r = hound::WavReader::open(&path).unwrap();
-        assert_eq!(r.duration(), 48_000);
-        // A writer dropped without finalize (a failed track) releases its reserve too.
-        let path2 = tmp("prealloc-drop.wav");
-        let mut w = WavWriter::create(&path2, 16_000, 1).unwrap();
-        w.write_samples(&[1i16; 320]).unwrap();
-        drop(w);
-        let m = std::fs::metadata(&path2).unwrap();
-        assert_eq!(
-            m.len(),
-            HEADER_LEN + 640,
-            "buffered samples flushed on drop"
-        );
-        assert!(m.blocks() * 512 < 64 * 1024, "{} blocks", m.blocks());
     }
 
     #[test]
