@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use mediabot_media::transport::CallId;
-use mediabot_media::{CallStats, ParticipantTag, SampleRate, Ssrc, StreamStats, TrackSelect};
+use mediabot_media::{
+    CallStats, ParticipantTag, RingGrowth, SampleRate, Ssrc, StreamStats, TrackSelect,
+};
 use mediabot_signaling::GraphErrorKind;
 use mediabot_signaling::models::{
     CallState, Modality, OperationStatus, Participant, RecordingStatus,
@@ -159,6 +161,10 @@ static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
 /// Packet ring of the Ogg/Opus recorder: 256 KiB holds about 2.5 s of ten speakers at 32 kbit/s
 /// (the sink thread drains it every 10 ms).
 const OGG_RING_BYTES: usize = 256 * 1024;
+
+/// Frames the speakers' ring holds per speaker: one second of 20 ms frames. The ring grows to
+/// this many times the call's speakers as they arrive, up to `recording.ring_frames`.
+pub const RING_FRAMES_PER_SPEAKER: usize = 50;
 
 /// Runs a call until it ends. Never panics on bad input; every failure ends in a closed call
 /// with its files finalized.
@@ -636,6 +642,36 @@ impl CallRun {
                 // Nobody reads decoded per-speaker audio: the media thread skips the pushes.
                 continue;
             }
+            if select == TrackSelect::AllParticipants {
+                // The speakers' ring: RING_FRAMES_PER_SPEAKER per speaker, grown by the media
+                // thread as speakers arrive (up to `ring_frames`); every ring goes straight
+                // from there to the sink task, in order.
+                let sink_tx = self.sink_tx.clone();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let cmd = MediaCommand::AddGrowingSink {
+                    call: self.media_key.clone(),
+                    select,
+                    growth: RingGrowth {
+                        per_stream: RING_FRAMES_PER_SPEAKER.min(capacity),
+                        max: capacity,
+                        on_grow: Box::new(move |consumer| {
+                            let _ = sink_tx.send(SinkControl::AddRing(consumer));
+                        }),
+                    },
+                    reply: tx,
+                };
+                if self.shared.media_tx.try_send(cmd).is_err() {
+                    tracing::error!(call_id = %self.call_id, "media command queue full: sink not attached");
+                    continue;
+                }
+                if !matches!(
+                    tokio::time::timeout(Duration::from_secs(5), rx).await,
+                    Ok(Ok(true))
+                ) {
+                    tracing::error!(call_id = %self.call_id, "sink not attached (no pipeline or too many sinks)");
+                }
+                continue;
+            }
             let (tx, rx) = tokio::sync::oneshot::channel();
             let cmd = MediaCommand::AddSink {
                 call: self.media_key.clone(),
@@ -717,7 +753,7 @@ impl CallRun {
         let media_stats = serde_json::json!({
             "call": call_stats.map(|c| {
                 let c = c.snapshot();
-                serde_json::json!({"malformed": c.malformed, "streamsRefused": c.streams_refused, "streamsCreated": c.streams_created, "mixedFrames": c.mixed_frames, "lateForMix": c.late_for_mix, "mixedDroppedAtRing": c.mixed_dropped_at_ring})
+                serde_json::json!({"malformed": c.malformed, "streamsRefused": c.streams_refused, "streamsCreated": c.streams_created, "mixedFrames": c.mixed_frames, "lateForMix": c.late_for_mix, "mixedDroppedAtRing": c.mixed_dropped_at_ring, "ringsGrown": c.rings_grown})
             }),
             "streams": streams,
         });

@@ -380,9 +380,11 @@ pub struct RecordingSection {
     pub participant_wav: bool,
     /// Seconds between `fdatasync`s of open files (0 = only at close).
     pub fsync_interval_secs: u64,
-    /// Capacity of the ring that carries every speaker's frames to the recorder, in 20 ms
-    /// frames (shared by the call's speakers: 500 is 1 s of sink-thread stall with ten
-    /// speakers); the mix ring gets a quarter of it, at least 50 frames.
+    /// Most frames (20 ms each) of the ring that carries a call's speakers' frames to the
+    /// recorder and the feed. The ring holds 50 frames (1 s of sink-thread stall) per speaker
+    /// and grows as speakers arrive, up to this: 500 is 1 s up to ten speakers and less beyond.
+    /// So a 4-speaker call's ring is 200 frames (~400 KiB), not 500. The mix ring gets a
+    /// quarter of it, at least 50 frames.
     pub ring_frames: usize,
 }
 

@@ -26,7 +26,7 @@ use mediabot_media::transport::{
 };
 use mediabot_media::{
     CallConfig, CallLatency, CallPipeline, CallStats, FrameConsumer, MediaIngest, ParticipantTag,
-    PayloadType, PipelineEvent, RtpTimestamp, SeqNo, Ssrc, StreamStats, TrackSelect,
+    PayloadType, PipelineEvent, RingGrowth, RtpTimestamp, SeqNo, Ssrc, StreamStats, TrackSelect,
 };
 
 use crate::playback::{PlaybackError, PlaybackId, PlaybackOutcome, Player, QueuedClip};
@@ -58,6 +58,18 @@ pub enum MediaCommand {
         capacity: usize,
         /// Receives the consumer (`None`: no such call, or too many sinks).
         reply: tokio::sync::oneshot::Sender<Option<FrameConsumer<i16>>>,
+    },
+    /// Add an `i16` sink whose ring follows the call's size (`RingGrowth`): its consumers,
+    /// the first one included, go to `growth.on_grow`.
+    AddGrowingSink {
+        /// The call.
+        call: CallId,
+        /// Which frames.
+        select: TrackSelect,
+        /// Frames per stream, the most, and where the consumers go.
+        growth: RingGrowth,
+        /// `false`: no such call, or too many sinks.
+        reply: tokio::sync::oneshot::Sender<bool>,
     },
     /// Copy the call's received Opus packets into a ring (the Ogg/Opus recorder).
     AddPacketTap {
@@ -379,6 +391,18 @@ impl EngineMedia {
                     .and_then(|c| c.pipeline.add_sink_i16(select, capacity));
                 let _ = reply.send(c);
             }
+            MediaCommand::AddGrowingSink {
+                call,
+                select,
+                growth,
+                reply,
+            } => {
+                let added = self
+                    .calls
+                    .get_mut(&call)
+                    .is_some_and(|c| c.pipeline.add_sink_i16_growing(select, growth));
+                let _ = reply.send(added);
+            }
             MediaCommand::AddPacketTap { call, bytes, reply } => {
                 let c = self.calls.get_mut(&call).map(|c| {
                     let (p, cons) = packet_ring(bytes);
@@ -644,8 +668,9 @@ fn forward_events(
     }
 }
 
-/// Frames of a sink ring: `recording.ring_frames` for the participants' ring, which every
-/// speaker of the call shares, and a quarter of it (at least 50, one second) for the mix, which
+/// Frames of a sink ring: `recording.ring_frames` for a fixed participants' ring (the
+/// recorder's grows per speaker instead, `crate::call::RING_FRAMES_PER_SPEAKER`), and a
+/// quarter of it (at least 50, one second) for the mix, which
 /// carries one frame per 20 ms whatever the number of speakers. A ring's slots become resident
 /// as the ring cycles (about 2 KiB each), so an oversized mix ring is memory spent on nothing:
 /// with the defaults and ten speakers the participants' ring holds 1 s and the mix ring 2.5 s.

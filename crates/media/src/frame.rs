@@ -277,9 +277,20 @@ impl<S: Sample> FrameConsumer<S> {
         self.inner.occupied_len()
     }
 
+    /// Frames the ring can hold.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity().get()
+    }
+
     /// Whether no frame is queued.
     pub fn is_empty(&self) -> bool {
         self.inner.is_empty()
+    }
+
+    /// Whether the writing side is gone (the pipeline replaced or dropped the ring): once it
+    /// is also empty, nothing more will come.
+    pub fn is_abandoned(&self) -> bool {
+        !self.inner.write_is_held()
     }
 }
 

@@ -261,6 +261,46 @@ pub enum PipelineEvent {
 pub(crate) struct Sink {
     pub select: TrackSelect,
     pub producer: SinkProducer,
+    /// The ring's capacity in frames.
+    capacity: usize,
+    /// Set for a ring that follows the call's size ([`CallPipeline::add_sink_i16_growing`]).
+    growth: Option<RingGrowth>,
+}
+
+/// How a sink's ring follows the number of streams in its call
+/// ([`CallPipeline::add_sink_i16_growing`]). A ring per call shared by its speakers, sized for
+/// the largest call, costs a 4-speaker call's streams 2.5 times the memory of a 10-speaker
+/// call's; sized per stream, every stream gets the same seconds of slack.
+pub struct RingGrowth {
+    /// Frames the ring holds per stream of the call (50: one second of 20 ms frames).
+    pub per_stream: usize,
+    /// The most frames the ring grows to.
+    pub max: usize,
+    /// Receives each replacement ring's consumer. The ring it replaces gets no more frames and
+    /// its producer is dropped at once, so its reader drains what is left, sees
+    /// [`crate::FrameConsumer::is_abandoned`], and drops it; reading the rings in the order
+    /// they were handed over keeps each stream's frames in order.
+    pub on_grow: Box<dyn FnMut(FrameConsumer<i16>) + Send>,
+}
+
+impl std::fmt::Debug for RingGrowth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingGrowth")
+            .field("per_stream", &self.per_stream)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RingGrowth {
+    /// The capacity for `streams` streams: `per_stream` each, at least one stream's, at most
+    /// `max`.
+    fn capacity_for(&self, streams: usize) -> usize {
+        self.per_stream
+            .saturating_mul(streams.max(1))
+            .min(self.max)
+            .max(1)
+    }
 }
 
 /// One stream's entry in [`CallPipeline`]'s index: refreshed after every call into the stream.
@@ -387,8 +427,52 @@ impl CallPipeline {
         self.sinks.push(Sink {
             select,
             producer: wrap(p),
+            capacity: capacity.max(1),
+            growth: None,
         });
         Some(c)
+    }
+
+    /// Adds a sink of `i16` frames whose ring holds `growth.per_stream` frames per stream of
+    /// the call (up to `growth.max`): when a stream arrives and the ring holds fewer, the
+    /// pipeline puts a ring of the new size in its place and hands its consumer to
+    /// `growth.on_grow` (see [`RingGrowth`]). The first ring's consumer goes the same way,
+    /// before this returns, so the reader gets every ring in the order they were written. The
+    /// ring allocated when a stream arrives is the only allocation. `false` past
+    /// [`MAX_SINKS`].
+    pub fn add_sink_i16_growing(&mut self, select: TrackSelect, mut growth: RingGrowth) -> bool {
+        if self.sinks.len() >= MAX_SINKS {
+            return false;
+        }
+        let capacity = growth.capacity_for(self.streams.len());
+        let (p, c) = ring::<i16>(capacity);
+        (growth.on_grow)(c);
+        self.sinks.push(Sink {
+            select,
+            producer: SinkProducer::I16(p),
+            capacity,
+            growth: Some(growth),
+        });
+        true
+    }
+
+    /// Replaces the rings that follow the call's size and hold fewer frames than its streams
+    /// now need (see [`RingGrowth`]).
+    fn grow_rings(&mut self) {
+        let streams = self.streams.len();
+        for sink in &mut self.sinks {
+            let Some(g) = &mut sink.growth else { continue };
+            let want = g.capacity_for(streams);
+            if want <= sink.capacity {
+                continue;
+            }
+            let (p, c) = ring::<i16>(want);
+            // The old producer is dropped here: its consumer drains it and lets it go.
+            sink.producer = SinkProducer::I16(p);
+            sink.capacity = want;
+            StreamStats::add(&self.stats.rings_grown, 1);
+            (g.on_grow)(c);
+        }
     }
 
     /// Tags a stream's frames with a roster participant (from `mediaStreams[].sourceId`).
@@ -604,6 +688,7 @@ impl CallPipeline {
         let stream = make(&self.params(ssrc))?;
         self.index.push(StreamIndex::of(&stream));
         self.streams.push(stream);
+        self.grow_rings();
         StreamStats::add(&self.stats.streams_created, 1);
         self.push_event(PipelineEvent::StreamAdded(ssrc));
         Ok(self.streams.len() - 1)
@@ -851,6 +936,86 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::units::{RtpTimestamp, SeqNo};
+
+    #[test]
+    fn a_growing_ring_follows_the_streams_and_keeps_each_streams_frames_in_order() {
+        let start = Instant::now();
+        let mut call = CallPipeline::new(
+            CallConfig::new(CallTag(1)).with_mixer(None),
+            start,
+            SystemTime::now(),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(call.add_sink_i16_growing(
+            TrackSelect::AllParticipants,
+            RingGrowth {
+                per_stream: 3,
+                max: 7,
+                on_grow: Box::new(move |c| tx.send(c).unwrap()),
+            },
+        ));
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let mut buf = [0u8; 400];
+        let n = enc.encode_float(&[0.1f32; 960], &mut buf).unwrap();
+        // The sink's side: rings in the order handed over, each dropped once abandoned and
+        // drained; the positions of each stream's frames as read.
+        let mut rings: Vec<FrameConsumer<i16>> = Vec::new();
+        let mut capacities = Vec::new();
+        let mut seen: std::collections::HashMap<u32, Vec<(u64, u64)>> = Default::default();
+        // Four streams, joining 10 packets apart; 60 packets each.
+        for step in 0..100u16 {
+            let now = start + Duration::from_millis(20 * u64::from(step));
+            for k in 0..4u16 {
+                let Some(i) = step.checked_sub(10 * k).filter(|i| *i < 60) else {
+                    continue;
+                };
+                let pkt = RtpPacket {
+                    marker: i == 0,
+                    payload_type: PayloadType(111),
+                    seq: SeqNo(i),
+                    timestamp: RtpTimestamp(u32::from(i) * 960),
+                    ssrc: Ssrc(10 + u32::from(k)),
+                    payload: &buf[..n],
+                };
+                call.ingest_rtp_packet(now, &pkt).unwrap();
+            }
+            call.poll(now);
+            while let Ok(c) = rx.try_recv() {
+                capacities.push(c.capacity());
+                rings.push(c);
+            }
+            for r in &mut rings {
+                while r
+                    .pop_with(|f| {
+                        let crate::FrameSource::Participant { ssrc, .. } = f.source else {
+                            panic!("a participant ring holds participants' frames");
+                        };
+                        seen.entry(ssrc.0)
+                            .or_default()
+                            .push((f.position.0, f.len() as u64));
+                    })
+                    .is_some()
+                {}
+            }
+            rings.retain(|r| !(r.is_abandoned() && r.is_empty()));
+        }
+        // 3 for up to one stream, 6 for two, then the most (7) for three; four need no more.
+        assert_eq!(capacities, [3, 6, 7]);
+        assert_eq!(call.stats().snapshot().rings_grown, 2);
+        assert_eq!(rings.len(), 1, "the replaced rings were let go");
+        assert_eq!(seen.len(), 4);
+        for (ssrc, pos) in &seen {
+            assert!(pos.len() > 40, "{ssrc}: {} frames", pos.len());
+            assert!(
+                pos.windows(2)
+                    .all(|w| w[1].0 == w[0].0 + w[0].1 && w[0].1 > 0),
+                "{ssrc}: in order, none missing: {pos:?}"
+            );
+            let s = call.stream_stats(Ssrc(*ssrc)).unwrap().snapshot();
+            assert_eq!(s.dropped_at_ring, 0, "{ssrc}");
+        }
+    }
 
     #[test]
     fn parsed_packets_enter_like_bytes() {

@@ -97,6 +97,8 @@ counters! {
         pcm_rejected,
         /// Dominant speaker changes.
         dominant_changes,
+        /// Sink rings replaced by larger ones as streams arrived (`RingGrowth`).
+        rings_grown,
     }
 }
 

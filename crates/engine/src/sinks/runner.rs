@@ -107,8 +107,8 @@ impl std::fmt::Debug for SinkSet {
 /// 20 ms, one frame: each wake-up drains one frame per speaker, where the earlier 10 ms woke
 /// twice per frame and found nothing half the time (16 calls: 1,600 wake-ups a second, now 800).
 /// Why it is safe: the rings hold far more than a wait plus a scheduling hiccup. The speakers'
-/// ring (`recording.ring_frames`, 500 by default) is 1 s with 10 speakers and 156 ms (7.8
-/// waits) at the 64-speaker bound of `media.max_streams_per_call`; the mix ring holds at least
+/// ring holds 1 s per speaker up to `recording.ring_frames` (500 by default): 1 s up to 10
+/// speakers and 156 ms (7.8 waits) at the 64-speaker bound of `media.max_streams_per_call`; the mix ring holds at least
 /// 50 frames (1 s); the Ogg packet ring, 256 KiB, about half a second at 64 speakers. What the
 /// wait delays: control messages (applied at the next wake-up, so a call's end waits up to
 /// 20 ms more). What it does not delay: the latency histograms (taken when the media thread
@@ -684,7 +684,7 @@ struct Scratch {
 }
 
 fn drain(
-    rings: &mut [FrameConsumer<i16>],
+    rings: &mut Vec<FrameConsumer<i16>>,
     packets: &mut Option<PacketConsumer>,
     sinks: &mut SinkSet,
     scratch: &mut Scratch,
@@ -709,6 +709,9 @@ fn drain(
             out.frames += 1;
         }
     }
+    // A ring the media thread replaced by a larger one (or let go at the call's end) is dropped
+    // once drained. `is_abandoned` first: with the writer gone, empty stays empty.
+    rings.retain(|r| !(r.is_abandoned() && r.is_empty()));
     if fed && let Some(feed) = &sinks.feed {
         feed.wake();
     }
