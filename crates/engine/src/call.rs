@@ -163,8 +163,12 @@ static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
 const OGG_RING_BYTES: usize = 256 * 1024;
 
 /// Frames the speakers' ring holds per speaker: one second of 20 ms frames. The ring grows to
-/// this many times the call's speakers as they arrive, up to `recording.ring_frames`.
+/// this many times the call's speakers as they arrive (2.5 times at a step), up to
+/// `recording.ring_frames`.
 pub const RING_FRAMES_PER_SPEAKER: usize = 50;
+
+/// Speakers the first ring is sized for (200 frames): a call of up to four never replaces it.
+pub const RING_FIRST_SPEAKERS: usize = 4;
 
 /// Runs a call until it ends. Never panics on bad input; every failure ends in a closed call
 /// with its files finalized.
@@ -643,9 +647,9 @@ impl CallRun {
                 continue;
             }
             if select == TrackSelect::AllParticipants {
-                // The speakers' ring: RING_FRAMES_PER_SPEAKER per speaker, grown by the media
-                // thread as speakers arrive (up to `ring_frames`); every ring goes straight
-                // from there to the sink task, in order.
+                // The speakers' ring: RING_FRAMES_PER_SPEAKER per speaker (at least for
+                // RING_FIRST_SPEAKERS), grown by the media thread as speakers arrive (up to
+                // `ring_frames`); every ring goes straight from there to the sink task, in order.
                 let sink_tx = self.sink_tx.clone();
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let cmd = MediaCommand::AddGrowingSink {
@@ -653,6 +657,7 @@ impl CallRun {
                     select,
                     growth: RingGrowth {
                         per_stream: RING_FRAMES_PER_SPEAKER.min(capacity),
+                        min: RING_FRAMES_PER_SPEAKER * RING_FIRST_SPEAKERS,
                         max: capacity,
                         on_grow: Box::new(move |consumer| {
                             let _ = sink_tx.send(SinkControl::AddRing(consumer));

@@ -381,9 +381,10 @@ pub struct RecordingSection {
     /// Seconds between `fdatasync`s of open files (0 = only at close).
     pub fsync_interval_secs: u64,
     /// Most frames (20 ms each) of the ring that carries a call's speakers' frames to the
-    /// recorder and the feed. The ring holds 50 frames (1 s of sink-thread stall) per speaker
-    /// and grows as speakers arrive, up to this: 500 is 1 s up to ten speakers and less beyond.
-    /// So a 4-speaker call's ring is 200 frames (~400 KiB), not 500. The mix ring gets a
+    /// recorder and the feed. The ring starts at 200 frames (1 s of sink-thread stall for four
+    /// speakers) and grows to 50 per speaker (at least 2.5 times at a step) as speakers
+    /// arrive, up to this: 500 is 1 s up to ten speakers and less beyond. So a call of up to
+    /// four speakers keeps a 200-frame ring (~400 KiB), not 500. The mix ring gets a
     /// quarter of it, at least 50 frames.
     pub ring_frames: usize,
 }

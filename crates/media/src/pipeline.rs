@@ -274,6 +274,8 @@ pub(crate) struct Sink {
 pub struct RingGrowth {
     /// Frames the ring holds per stream of the call (50: one second of 20 ms frames).
     pub per_stream: usize,
+    /// Frames of the first ring, whatever the streams: most calls never need another.
+    pub min: usize,
     /// The most frames the ring grows to.
     pub max: usize,
     /// Receives each replacement ring's consumer. The ring it replaces gets no more frames and
@@ -287,17 +289,30 @@ impl std::fmt::Debug for RingGrowth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RingGrowth")
             .field("per_stream", &self.per_stream)
+            .field("min", &self.min)
             .field("max", &self.max)
             .finish_non_exhaustive()
     }
 }
 
 impl RingGrowth {
-    /// The capacity for `streams` streams: `per_stream` each, at least one stream's, at most
-    /// `max`.
+    /// The capacity `streams` streams need: `per_stream` each, at least `min`, at most `max`.
     fn capacity_for(&self, streams: usize) -> usize {
         self.per_stream
-            .saturating_mul(streams.max(1))
+            .saturating_mul(streams)
+            .max(self.min)
+            .min(self.max)
+            .max(1)
+    }
+
+    /// The next ring's capacity once `streams` need more than `current`: at least 2.5 times
+    /// `current` (at most `max`), so that a call growing one speaker at a time replaces its
+    /// ring only a few times. Each ring replaced is freed, but the allocator may keep it: a
+    /// ring per speaker joined (50, 100, 150, 200 frames at 4 speakers) left a 4-speaker
+    /// call's streams with as much memory as one fixed 500-frame ring.
+    fn next_capacity(&self, streams: usize, current: usize) -> usize {
+        self.capacity_for(streams)
+            .max(current.saturating_mul(5) / 2)
             .min(self.max)
             .max(1)
     }
@@ -462,10 +477,10 @@ impl CallPipeline {
         let streams = self.streams.len();
         for sink in &mut self.sinks {
             let Some(g) = &mut sink.growth else { continue };
-            let want = g.capacity_for(streams);
-            if want <= sink.capacity {
+            if g.capacity_for(streams) <= sink.capacity {
                 continue;
             }
+            let want = g.next_capacity(streams, sink.capacity);
             let (p, c) = ring::<i16>(want);
             // The old producer is dropped here: its consumer drains it and lets it go.
             sink.producer = SinkProducer::I16(p);
@@ -950,7 +965,8 @@ mod tests {
             TrackSelect::AllParticipants,
             RingGrowth {
                 per_stream: 3,
-                max: 7,
+                min: 6,
+                max: 20,
                 on_grow: Box::new(move |c| tx.send(c).unwrap()),
             },
         ));
@@ -963,10 +979,10 @@ mod tests {
         let mut rings: Vec<FrameConsumer<i16>> = Vec::new();
         let mut capacities = Vec::new();
         let mut seen: std::collections::HashMap<u32, Vec<(u64, u64)>> = Default::default();
-        // Four streams, joining 10 packets apart; 60 packets each.
-        for step in 0..100u16 {
+        // Seven streams, joining 10 packets apart; 60 packets each.
+        for step in 0..130u16 {
             let now = start + Duration::from_millis(20 * u64::from(step));
-            for k in 0..4u16 {
+            for k in 0..7u16 {
                 let Some(i) = step.checked_sub(10 * k).filter(|i| *i < 60) else {
                     continue;
                 };
@@ -1000,11 +1016,12 @@ mod tests {
             }
             rings.retain(|r| !(r.is_abandoned() && r.is_empty()));
         }
-        // 3 for up to one stream, 6 for two, then the most (7) for three; four need no more.
-        assert_eq!(capacities, [3, 6, 7]);
+        // 6 (the least) for up to two streams; three need 9, so 2.5 x 6 = 15, enough for five;
+        // six need 18: 2.5 x 15 capped at the most, 20, enough for the seventh too.
+        assert_eq!(capacities, [6, 15, 20]);
         assert_eq!(call.stats().snapshot().rings_grown, 2);
         assert_eq!(rings.len(), 1, "the replaced rings were let go");
-        assert_eq!(seen.len(), 4);
+        assert_eq!(seen.len(), 7);
         for (ssrc, pos) in &seen {
             assert!(pos.len() > 40, "{ssrc}: {} frames", pos.len());
             assert!(
