@@ -108,8 +108,8 @@ impl std::fmt::Debug for SinkSet {
 /// twice per frame and found nothing half the time (16 calls: 1,600 wake-ups a second, now 800).
 /// Why it is safe: the rings hold far more than a wait plus a scheduling hiccup. The speakers'
 /// ring holds 1 s per speaker up to `recording.ring_frames` (500 by default): 1 s up to 10
-/// speakers and 156 ms (7.8 waits) at the 64-speaker bound of `media.max_streams_per_call`; the mix ring holds at least
-/// 50 frames (1 s); the Ogg packet ring, 256 KiB, about half a second at 64 speakers. What the
+/// speakers and 156 ms (7.8 waits) at the 64-speaker bound of `media.max_streams_per_call`;
+/// the mix ring holds at least 50 frames (1 s); the Ogg packet ring, 256 KiB, about half a second at 64 speakers. What the
 /// wait delays: control messages (applied at the next wake-up, so a call's end waits up to
 /// 20 ms more). What it does not delay: the latency histograms (taken when the media thread
 /// pushes a frame into the ring); the call setup metric's end point, the first frame reaching the
