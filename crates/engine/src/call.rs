@@ -633,84 +633,93 @@ impl CallRun {
         let _ = self.shared.graph.hang_up(&self.call_id).await;
     }
 
+    /// Sends the media thread a command made around a reply channel and waits (up to 5 s) for
+    /// the reply; `None` when the command queue is full or no reply came.
+    async fn ask_media<T>(
+        &self,
+        command: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> MediaCommand,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.shared.media_tx.try_send(command(tx)).is_err() {
+            tracing::error!(call_id = %self.call_id, "media command queue full");
+            return None;
+        }
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
     async fn open_gate(&mut self) {
         if self.gate_open {
             return;
         }
-        let capacity = self.shared.config.recording.ring_frames.max(8);
-        for select in [TrackSelect::AllParticipants, TrackSelect::Mixed] {
-            if select == TrackSelect::Mixed && !self.shared.config.recording.enabled {
-                continue;
-            }
-            if select == TrackSelect::AllParticipants && !self.participant_ring {
-                // Nobody reads decoded per-speaker audio: the media thread skips the pushes.
-                continue;
-            }
-            if select == TrackSelect::AllParticipants {
-                // The speakers' ring: RING_FRAMES_PER_SPEAKER per speaker (at least for
-                // RING_FIRST_SPEAKERS), grown by the media thread as speakers arrive (up to
-                // `ring_frames`); every ring goes straight from there to the sink task, in order.
-                let sink_tx = self.sink_tx.clone();
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let cmd = MediaCommand::AddGrowingSink {
-                    call: self.media_key.clone(),
-                    select,
-                    growth: RingGrowth {
-                        per_stream: RING_FRAMES_PER_SPEAKER.min(capacity),
-                        min: RING_FRAMES_PER_SPEAKER * RING_FIRST_SPEAKERS,
-                        max: capacity,
-                        on_grow: Box::new(move |consumer| {
-                            let _ = sink_tx.send(SinkControl::AddRing(consumer));
-                        }),
-                    },
-                    reply: tx,
-                };
-                if self.shared.media_tx.try_send(cmd).is_err() {
-                    tracing::error!(call_id = %self.call_id, "media command queue full: sink not attached");
-                    continue;
-                }
-                if !matches!(
-                    tokio::time::timeout(Duration::from_secs(5), rx).await,
-                    Ok(Ok(true))
-                ) {
-                    tracing::error!(call_id = %self.call_id, "sink not attached (no pipeline or too many sinks)");
-                }
-                continue;
-            }
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let cmd = MediaCommand::AddSink {
-                call: self.media_key.clone(),
-                select,
-                capacity,
-                reply: tx,
+        let rec = &self.shared.config.recording;
+        let (capacity, recording, ogg) = (rec.ring_frames.max(8), rec.enabled, rec.ogg);
+        // Without a reader of decoded per-speaker audio the media thread skips those pushes.
+        if self.participant_ring {
+            // The speakers' ring: RING_FRAMES_PER_SPEAKER per speaker (at least for
+            // RING_FIRST_SPEAKERS), grown by the media thread as speakers arrive (up to
+            // `ring_frames`); every ring goes straight from there to the sink task, in order.
+            let sink_tx = self.sink_tx.clone();
+            let growth = RingGrowth {
+                per_stream: RING_FRAMES_PER_SPEAKER.min(capacity),
+                min: RING_FRAMES_PER_SPEAKER * RING_FIRST_SPEAKERS,
+                max: capacity,
+                on_grow: Box::new(move |consumer| {
+                    let _ = sink_tx.send(SinkControl::AddRing(consumer));
+                }),
             };
-            if self.shared.media_tx.try_send(cmd).is_err() {
-                tracing::error!(call_id = %self.call_id, "media command queue full: sink not attached");
-                continue;
+            let call = self.media_key.clone();
+            let added = self
+                .ask_media(|reply| MediaCommand::AddGrowingSink {
+                    call,
+                    select: TrackSelect::AllParticipants,
+                    growth,
+                    reply,
+                })
+                .await;
+            if added != Some(true) {
+                tracing::error!(call_id = %self.call_id, "speakers' sink not attached (no pipeline or too many sinks)");
             }
-            match tokio::time::timeout(Duration::from_secs(5), rx).await {
-                Ok(Ok(Some(consumer))) => {
+        }
+        if recording {
+            let call = self.media_key.clone();
+            let ring = self
+                .ask_media(|reply| MediaCommand::AddSink {
+                    call,
+                    select: TrackSelect::Mixed,
+                    capacity,
+                    reply,
+                })
+                .await
+                .flatten();
+            match ring {
+                Some(consumer) => {
                     let _ = self.sink_tx.send(SinkControl::AddRing(consumer));
                 }
-                _ => {
-                    tracing::error!(call_id = %self.call_id, "sink not attached (no pipeline or too many sinks)")
+                None => {
+                    tracing::error!(call_id = %self.call_id, "mix sink not attached (no pipeline or too many sinks)")
                 }
             }
         }
-        if self.shared.config.recording.enabled && self.shared.config.recording.ogg {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let cmd = MediaCommand::AddPacketTap {
-                call: self.media_key.clone(),
-                bytes: OGG_RING_BYTES,
-                reply: tx,
-            };
-            if self.shared.media_tx.try_send(cmd).is_ok()
-                && let Ok(Ok(Some(consumer))) =
-                    tokio::time::timeout(Duration::from_secs(5), rx).await
-            {
-                let _ = self.sink_tx.send(SinkControl::AddPacketRing(consumer));
-            } else {
-                tracing::error!(call_id = %self.call_id, "Ogg/Opus packet ring not attached");
+        if recording && ogg {
+            let call = self.media_key.clone();
+            let ring = self
+                .ask_media(|reply| MediaCommand::AddPacketTap {
+                    call,
+                    bytes: OGG_RING_BYTES,
+                    reply,
+                })
+                .await
+                .flatten();
+            match ring {
+                Some(consumer) => {
+                    let _ = self.sink_tx.send(SinkControl::AddPacketRing(consumer));
+                }
+                None => {
+                    tracing::error!(call_id = %self.call_id, "Ogg/Opus packet ring not attached")
+                }
             }
         }
         self.gate_open = true;
