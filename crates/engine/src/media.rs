@@ -26,7 +26,8 @@ use mediabot_media::transport::{
 };
 use mediabot_media::{
     CallConfig, CallLatency, CallPipeline, CallStats, FrameConsumer, MediaIngest, ParticipantTag,
-    PayloadType, PipelineEvent, RingGrowth, RtpTimestamp, SeqNo, Ssrc, StreamStats, TrackSelect,
+    PayloadType, PipelineEvent, PlayoutQueue, RingGrowth, RtpTimestamp, SeqNo, Ssrc, StreamStats,
+    TrackSelect,
 };
 
 use crate::playback::{PlaybackError, PlaybackId, PlaybackOutcome, Player, QueuedClip};
@@ -280,6 +281,8 @@ pub struct EngineMedia {
     stats: Arc<GlueStats>,
     /// Earliest `CallPipeline::poll` deadline of all calls (for [`MediaHandler::next_wakeup`]).
     next_due: Option<Instant>,
+    /// Each tick plays out the due streams of all calls earliest deadline first.
+    playout: PlayoutQueue,
 }
 
 impl std::fmt::Debug for EngineMedia {
@@ -303,6 +306,7 @@ impl EngineMedia {
             events,
             stats,
             next_due: None,
+            playout: PlayoutQueue::new(),
         }
     }
 
@@ -483,11 +487,16 @@ impl EngineMedia {
             events,
             stats,
             next_due,
+            playout,
             ..
         } = self;
         *next_due = None;
-        for (k, c) in calls.iter_mut() {
-            let due = c.pipeline.poll(now);
+        // All calls' due streams first, earliest deadline first (not call after call, which
+        // made a frame due first wait behind the calls polled before its own).
+        let mut all: Vec<(&CallId, &mut CallMedia)> = calls.iter_mut().collect();
+        playout.play(now, &mut all, |(_, c)| &mut c.pipeline);
+        for (k, c) in all {
+            let due = c.pipeline.finish_tick(now);
             *next_due = earliest(*next_due, due);
             forward_events(events, stats, k, &mut c.pipeline, now);
         }
@@ -567,7 +576,10 @@ impl MediaHandler for EngineMedia {
         if c.pipeline.ingest_rtp_packet(now, &pkt).is_err() {
             stats.packets_refused.fetch_add(1, Ordering::Relaxed);
         }
-        let due = c.pipeline.poll(now);
+        // Play-out waits for the tick (the server runs it right after the reads when it is
+        // due), where every call's streams go earliest deadline first; the packet may only
+        // bring its stream's deadline forward.
+        let due = c.pipeline.stream_wakeup(pkt.ssrc);
         self.next_due = earliest(self.next_due, due);
         forward_events(events, stats, packet.call, &mut c.pipeline, now);
     }

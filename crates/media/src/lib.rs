@@ -55,7 +55,7 @@ pub use jitter::JitterConfig;
 pub use mixer::MixerConfig;
 pub use pipeline::{
     CallConfig, CallPipeline, IngestError, MediaClock, MediaIngest, PcmInput, PipelineEvent,
-    RingGrowth, TrackSelect,
+    PlayoutQueue, RingGrowth, TrackSelect,
 };
 pub use stats::{
     CallLatency, CallLatencySnapshot, CallStats, CallStatsSnapshot, LatencyHistogram,

@@ -360,6 +360,9 @@ pub struct CallPipeline {
     latency: Arc<CallLatency>,
     events: VecDeque<PipelineEvent>,
     scratch: Box<AudioFrame<f32>>,
+    /// The streams a [`CallPipeline::poll`] plays out, as (seconds to the deadline, slot),
+    /// sorted by deadline (reused: no allocation per poll).
+    due: Vec<(f64, u32)>,
     /// A PCM input frame as floats (reused: no per-frame zeroing of a largest-frame buffer).
     pcm: Vec<f32>,
 }
@@ -405,6 +408,7 @@ impl CallPipeline {
             latency: Arc::new(CallLatency::default()),
             events: VecDeque::with_capacity(64),
             scratch: Box::new(AudioFrame::empty()),
+            due: Vec::with_capacity(max_streams),
             pcm: Vec::with_capacity(MAX_PCM_SAMPLES),
         }
     }
@@ -537,20 +541,59 @@ impl CallPipeline {
         self.events.pop_front()
     }
 
-    /// Does the time-driven work due at `now`: play-out of every stream, idle-stream removal,
-    /// mixing. Returns when it next needs to run.
+    /// Does the time-driven work due at `now`: play-out of every stream (earliest deadline
+    /// first), idle-stream removal, mixing. Returns when it next needs to run.
     pub fn poll(&mut self, now: Instant) -> Option<Instant> {
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        self.each_due(now, |d, slot| due.push((d, slot)));
+        due.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        for &(_, slot) in &due {
+            self.play_slot(now, slot as usize);
+        }
+        self.due = due;
+        self.finish_tick(now)
+    }
+
+    /// When `ssrc`'s stream next needs play-out (its deadline less the pre-roll), `None` when
+    /// it has nothing to play or does not exist. What an arrival may bring forward, for a
+    /// caller that ingests packets without polling the call after each and plays out on its
+    /// own clock ([`PlayoutQueue`]).
+    pub fn stream_wakeup(&self, ssrc: Ssrc) -> Option<Instant> {
+        let s = self.index.iter().find(|s| s.ssrc == ssrc)?;
+        s.due.is_finite().then(|| {
+            self.media_start + Duration::from_secs_f64((s.due - self.lead_secs()).max(0.0))
+        })
+    }
+
+    /// Calls `f(seconds from now to the deadline, slot)` for each stream with a frame due by
+    /// `now` plus the pre-roll (negative: overdue).
+    fn each_due(&self, now: Instant, mut f: impl FnMut(f64, u32)) {
         let t = self.secs(now);
-        // Streams play out up to the pre-roll ahead; idleness and mixing run on `now`.
         let release = t + self.lead_secs();
+        for (slot, s) in self.index.iter().enumerate() {
+            if s.due <= release {
+                f(s.due - t, slot as u32);
+            }
+        }
+    }
+
+    /// Plays out what stream `slot` has due by `now` plus the pre-roll.
+    fn play_slot(&mut self, now: Instant, slot: usize) {
+        let release = self.secs(now) + self.lead_secs();
+        let (streams, mut emit) = self.split();
+        streams[slot].poll(release, &mut emit);
+        self.index[slot] = StreamIndex::of(&self.streams[slot]);
+    }
+
+    /// The rest of a tick after the streams played out: closes the streams idle for longer
+    /// than the idle timeout and mixes what is due; returns the next deadline as
+    /// [`CallPipeline::poll`] does. [`PlayoutQueue::play`] leaves this to its caller.
+    pub fn finish_tick(&mut self, now: Instant) -> Option<Instant> {
+        let t = self.secs(now);
         let idle = self.cfg.stream_idle_timeout.as_secs_f64();
         let mut i = 0;
         while i < self.index.len() {
-            if self.index[i].due <= release {
-                let (streams, mut emit) = self.split();
-                streams[i].poll(release, &mut emit);
-                self.index[i] = StreamIndex::of(&self.streams[i]);
-            }
             if t - self.index[i].last_arrival > idle {
                 let (streams, mut emit) = self.split();
                 streams[i].finish(&mut emit);
@@ -771,6 +814,50 @@ impl Probation {
         self.ssrc = (self.len > 0).then_some(pkt.ssrc);
         self.seq = pkt.seq.0;
         self.at = Some(now);
+    }
+}
+
+/// Plays out the streams of many calls in one order, earliest deadline first, on a thread
+/// that serves them all (the media thread's tick).
+///
+/// Polling call after call plays each call's due streams together: at a few hundred streams a
+/// tick has a millisecond or more of decoding to do, and a frame that was due first could wait
+/// behind all of it because its call came last. Ordered by deadline, each frame waits only for
+/// the frames due before it, so the lateness of a tick's last frame is what the tick's work
+/// exceeds its lead, not the whole of it. The queue reuses its buffer (no allocation per tick
+/// once it has grown to the streams due in one).
+#[derive(Debug, Default)]
+pub struct PlayoutQueue {
+    /// (seconds from now to the deadline, call, slot).
+    due: Vec<(f64, u32, u32)>,
+}
+
+impl PlayoutQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Plays out every stream of `calls` (each reached through `pipeline`) with a frame due by
+    /// `now` plus its call's pre-roll, earliest deadline first. Returns how many streams it
+    /// played. The rest of each call's tick (idle streams, the mix, the next deadline) is the
+    /// caller's: [`CallPipeline::finish_tick`].
+    pub fn play<T>(
+        &mut self,
+        now: Instant,
+        calls: &mut [T],
+        mut pipeline: impl FnMut(&mut T) -> &mut CallPipeline,
+    ) -> usize {
+        self.due.clear();
+        for (c, call) in calls.iter_mut().enumerate() {
+            let due = &mut self.due;
+            pipeline(call).each_due(now, |d, slot| due.push((d, c as u32, slot)));
+        }
+        self.due.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        for &(_, c, slot) in &self.due {
+            pipeline(&mut calls[c as usize]).play_slot(now, slot as usize);
+        }
+        self.due.len()
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use mediabot_media::{CallConfig, CallTag, MediaIngest, Ssrc, TrackSelect};
+use mediabot_media::{CallConfig, CallTag, MediaIngest, SampleRate, Ssrc, TrackSelect};
 
 /// The virtual clock the pipeline reads at each push: `base + VIRTUAL_NS`. Each test uses its
 /// own base and offset pair, so tests in this binary may run in parallel.
@@ -45,6 +45,23 @@ static WORK: VClock = VClock::new();
 static LOSSY: VClock = VClock::new();
 static GRID: VClock = VClock::new();
 static PREROLL: VClock = VClock::new();
+static STEPPING: VClock = VClock::new();
+
+/// A push clock for [`STEPPING`] on which every frame push takes 1 ms of work: each read
+/// returns the clock 1 ms later than the read before.
+fn stepping_now() -> Instant {
+    let ns = STEPPING.ns.fetch_add(1_000_000, Ordering::Relaxed) + 1_000_000;
+    STEPPING.base() + Duration::from_nanos(ns)
+}
+
+/// Feeds `ssrc` the first `n` packets of 20 ms Opus, all arriving at `at`.
+fn feed(call: &mut mediabot_media::CallPipeline, ssrc: Ssrc, at: Instant, n: usize) {
+    let pcm = speech_like(48_000, 0.2, u64::from(ssrc.0));
+    for (k, p) in encode(&pcm, false, 0).iter().take(n).enumerate() {
+        let bytes = rtp_bytes(ssrc, k as u16, (k * 960) as u32, p);
+        call.ingest_rtp(at, &bytes).unwrap();
+    }
+}
 
 fn packets(seconds: f64, seed: u64) -> Vec<Arrival> {
     let pcm = speech_like(48_000, seconds, seed);
@@ -198,6 +215,94 @@ fn a_pre_roll_of_one_grid_step_keeps_the_grid_out_of_processing_latency() {
     assert!(
         early.end_to_end.sum < late.end_to_end.sum,
         "{early:?} {late:?}"
+    );
+}
+
+#[test]
+fn one_call_plays_its_streams_earliest_deadline_first() {
+    let (call, start) = pipeline(
+        CallConfig::new(CallTag(1))
+            .with_mixer(None)
+            .with_rate(SampleRate::HZ_48000),
+    );
+    let mut d = Driver::new(call, start);
+    d.add_sink(TrackSelect::AllParticipants);
+    // Stream 1 comes first in the call but its packets 0.8 ms after stream 2's: its deadline
+    // is the later one.
+    let t0 = start + Duration::from_millis(10);
+    feed(&mut d.call, Ssrc(1), t0 + Duration::from_micros(800), 2);
+    feed(&mut d.call, Ssrc(2), t0, 2);
+    let w1 = d.call.stream_wakeup(Ssrc(1)).unwrap();
+    let w2 = d.call.stream_wakeup(Ssrc(2)).unwrap();
+    assert!(w2 < w1, "{w2:?} {w1:?}");
+    d.call.poll(w1);
+    d.drain();
+    let order: Vec<Ssrc> = d.tracks[0].frames.iter().map(|f| f.3).collect();
+    assert_eq!(order, [Ssrc(2), Ssrc(1)], "{:?}", d.tracks[0].frames);
+}
+
+#[test]
+fn a_tick_over_many_calls_plays_the_earliest_deadline_first() {
+    use mediabot_media::{CallPipeline, PlayoutQueue};
+    let base = STEPPING.base();
+    let cfg = |k| {
+        CallConfig::new(CallTag(k))
+            .with_mixer(None)
+            .with_rate(SampleRate::HZ_48000)
+            .with_clock(stepping_now)
+            .with_release_lead(Duration::from_millis(1))
+    };
+    // Call A's timeline starts 5 ms after call B's: deadlines are compared as instants, not
+    // as each call's own seconds (A's would then look 5 ms earlier than they are).
+    let a_start = base + Duration::from_millis(5);
+    let mut a = CallPipeline::new(cfg(1), a_start, std::time::SystemTime::UNIX_EPOCH);
+    let mut b = CallPipeline::new(cfg(2), base, std::time::SystemTime::UNIX_EPOCH);
+    let sink_a = a.add_sink_f32(TrackSelect::AllParticipants, 64).unwrap();
+    let sink_b = b.add_sink_f32(TrackSelect::AllParticipants, 64).unwrap();
+    // A's three streams are due 0.8 ms after B's one.
+    let t0 = base + Duration::from_millis(10);
+    for ssrc in [1, 2, 3] {
+        feed(&mut a, Ssrc(ssrc), t0 + Duration::from_micros(800), 2);
+    }
+    feed(&mut b, Ssrc(9), t0, 2);
+    let wa = (1..=3)
+        .map(|s| a.stream_wakeup(Ssrc(s)).unwrap())
+        .min()
+        .unwrap();
+    let wb = b.stream_wakeup(Ssrc(9)).unwrap();
+    assert!(wb < wa, "{wb:?} {wa:?}");
+    // The tick comes at the last of the four wake-ups: all four are due (within the lead).
+    let now = (1..=3)
+        .map(|s| a.stream_wakeup(Ssrc(s)).unwrap())
+        .max()
+        .unwrap();
+    STEPPING.set(now);
+    // A first, as the engine's call map may well list it.
+    let mut calls = [&mut a, &mut b];
+    let played = PlayoutQueue::new().play(now, &mut calls, |c| &mut **c);
+    assert_eq!(played, 4);
+    for c in calls {
+        c.finish_tick(now);
+    }
+    let (mut sink_a, mut sink_b) = (sink_a, sink_b);
+    let frames = |s: &mut mediabot_media::FrameConsumer<f32>| {
+        std::iter::from_fn(|| s.pop().map(|f| f.position)).count()
+    };
+    assert_eq!((frames(&mut sink_a), frames(&mut sink_b)), (3, 1));
+    // Each push took 1 ms: B's frame, due first, was pushed first (1 ms of work); A's waited
+    // behind it and behind each other (2-4 ms). Call after call, B's would have waited 4 ms.
+    let (la, lb) = (a.latency().snapshot(), b.latency().snapshot());
+    assert_eq!((la.processing.count, lb.processing.count), (3, 1));
+    assert!(
+        lb.processing.max < Duration::from_millis(2),
+        "{:?}",
+        lb.processing
+    );
+    assert!(
+        la.processing.max > lb.processing.max + Duration::from_millis(1),
+        "{:?} {:?}",
+        la.processing,
+        lb.processing
     );
 }
 
