@@ -86,7 +86,7 @@ pub fn measure(
 }
 
 /// The floor paced as the bot receives the packets: `streams` streams of 50 packets a second,
-/// decoded on a `grid` of wake-ups (the bot's media thread wakes on a 1 ms grid), sleeping in
+/// decoded on a `grid` of wake-ups (the bot's media thread's, 2 ms by default), sleeping in
 /// between, for `wall` of wall-clock time, on a thread pinned to `cpu`.
 ///
 /// Why: [`measure`] decodes back to back and never lets the core go idle. A bot below

@@ -49,6 +49,10 @@ use report::{
     CallSetup, Knee, LatencySummary, MediaCounters, PacketInfo, StepResult, WebhookResult,
 };
 
+/// The bot's default wake-up grid (`media.wake_grid_us` in mediabot's config), µs: what a
+/// spawned bot runs on without `--bot-wake-grid-us`, and so the grid the paced floor uses.
+pub const BOT_DEFAULT_WAKE_GRID_US: u64 = 2_000;
+
 /// Names of the bot's per-frame latency histograms (seconds).
 pub const FRAME_HISTOGRAMS: [&str; 3] = [
     "mediabot_frame_processing_seconds",
@@ -521,7 +525,11 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             _ => {}
         }
         if bracket_secs > 0.0 && bot_pid.is_some() {
-            let grid = Duration::from_micros(args.bot_wake_grid_us.unwrap_or(1_000).max(100));
+            let grid = Duration::from_micros(
+                args.bot_wake_grid_us
+                    .unwrap_or(BOT_DEFAULT_WAKE_GRID_US)
+                    .max(100),
+            );
             let wall = Duration::from_secs_f64(bracket_secs);
             match floor::measure_paced(&packets, bot_cpu, streams, wall, rate, grid) {
                 Ok(f) => step.paced_floor = Some(f),

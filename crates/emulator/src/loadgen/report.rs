@@ -153,7 +153,8 @@ pub struct Settings {
     pub graph_establish_ms: u64,
     /// The spawned bot's `media.realtime_priority` (None: normal priority).
     pub bot_realtime_priority: Option<u8>,
-    /// The spawned bot's `media.wake_grid_us` (None: the bot's default, 1000).
+    /// The spawned bot's `media.wake_grid_us` (None: the bot's default,
+    /// [`super::BOT_DEFAULT_WAKE_GRID_US`]).
     pub bot_wake_grid_us: Option<u64>,
     /// What the bot records (`--bot-recording`: wav, wav+ogg, ogg, off).
     pub bot_recording: super::BotRecording,
@@ -1125,8 +1126,10 @@ pub fn markdown(r: &LoadtestReport) -> String {
         s.steady_secs,
         s.bot_realtime_priority
             .map_or("normal priority".into(), |p| format!("SCHED_FIFO {p}")),
-        s.bot_wake_grid_us
-            .map_or("default".into(), |us| format!("{us} µs")),
+        s.bot_wake_grid_us.map_or(
+            format!("default ({} µs)", super::BOT_DEFAULT_WAKE_GRID_US),
+            |us| format!("{us} µs")
+        ),
         sinks,
         if s.bot_direct_media.unwrap_or(true) {
             "in the bot's own media plane"
