@@ -650,6 +650,22 @@ impl CallRun {
             .ok()
     }
 
+    /// Asks the media thread for a ring ([`CallRun::ask_media`]) and hands its consumer to the
+    /// call's sink task as `control`; logs `missing` when no ring came.
+    async fn attach_ring<T>(
+        &self,
+        missing: &str,
+        command: impl FnOnce(tokio::sync::oneshot::Sender<Option<T>>) -> MediaCommand,
+        control: impl FnOnce(T) -> SinkControl,
+    ) {
+        match self.ask_media(command).await.flatten() {
+            Some(consumer) => {
+                let _ = self.sink_tx.send(control(consumer));
+            }
+            None => tracing::error!(call_id = %self.call_id, "{missing}"),
+        }
+    }
+
     async fn open_gate(&mut self) {
         if self.gate_open {
             return;
@@ -685,42 +701,30 @@ impl CallRun {
         }
         if recording {
             let call = self.media_key.clone();
-            let ring = self
-                .ask_media(|reply| MediaCommand::AddSink {
+            self.attach_ring(
+                "mix sink not attached (no pipeline or too many sinks)",
+                |reply| MediaCommand::AddSink {
                     call,
                     select: TrackSelect::Mixed,
                     capacity,
                     reply,
-                })
-                .await
-                .flatten();
-            match ring {
-                Some(consumer) => {
-                    let _ = self.sink_tx.send(SinkControl::AddRing(consumer));
-                }
-                None => {
-                    tracing::error!(call_id = %self.call_id, "mix sink not attached (no pipeline or too many sinks)")
-                }
-            }
+                },
+                SinkControl::AddRing,
+            )
+            .await;
         }
         if recording && ogg {
             let call = self.media_key.clone();
-            let ring = self
-                .ask_media(|reply| MediaCommand::AddPacketTap {
+            self.attach_ring(
+                "Ogg/Opus packet ring not attached",
+                |reply| MediaCommand::AddPacketTap {
                     call,
                     bytes: OGG_RING_BYTES,
                     reply,
-                })
-                .await
-                .flatten();
-            match ring {
-                Some(consumer) => {
-                    let _ = self.sink_tx.send(SinkControl::AddPacketRing(consumer));
-                }
-                None => {
-                    tracing::error!(call_id = %self.call_id, "Ogg/Opus packet ring not attached")
-                }
-            }
+                },
+                SinkControl::AddPacketRing,
+            )
+            .await;
         }
         self.gate_open = true;
         lock(&self.info).recording = true;
