@@ -2,10 +2,19 @@
 //!
 //! A recording bot can be killed at any moment (OOM killer, `kill -9`, a node drained). The
 //! writer keeps the file playable throughout: the RIFF header is written first with the sizes of
-//! the data checkpointed so far, and [`WavWriter::checkpoint`] rewrites the two size fields after
-//! each flush. After a crash, a player sees the audio up to the last checkpoint (the recorder
-//! checkpoints every second of audio by default); bytes written after it are beyond the declared
-//! `data` size and ignored by players.
+//! the data checkpointed so far, and [`WavWriter::checkpoint`] rewrites the two size fields. After
+//! a crash, a player sees the audio up to the last checkpoint (the recorder checkpoints every
+//! second of audio by default), less what was still in the writer's buffer then (under one
+//! [`CHUNK`]: 0.34 s of 48 kHz mono, 1 s of 16 kHz mono); bytes beyond the declared `data` size
+//! are ignored by players.
+//!
+//! **Aligned writes.** Samples go to the file in whole [`CHUNK`]s at offsets that are multiples of
+//! [`CHUNK`] (the 44-byte header sits at the start of the first one), and a checkpoint writes only
+//! the header: it declares the data in the chunks already written instead of flushing a partial
+//! one. Writes that start and end on those boundaries let the page cache take each chunk whole;
+//! measured on ext4 (500 files written round-robin in 1920-byte frames with a checkpoint per
+//! second of audio), that took ~35 % less kernel time per MB than the same data sent 44 bytes
+//! off the boundary with a partial flush at each checkpoint (`docs/performance.md`).
 //!
 //! Durability (fsync) is a separate, slower policy: [`WavWriter::checkpoint`] takes a flag, and the
 //! recorder asks for `fdatasync` every `fsync_interval` (see [`crate::config`]) and at close. The
@@ -16,7 +25,7 @@
 //! roll over to a new segment before that (12 hours of 48 kHz mono).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,12 +38,20 @@ pub const HEADER_LEN: u64 = 44;
 /// Largest `data` chunk a RIFF file can declare (its size fields are 32-bit).
 pub const MAX_DATA_BYTES: u64 = u32::MAX as u64 - HEADER_LEN;
 
+/// Bytes per write, and the boundary writes start on: a write every ~340 ms per 48 kHz mono
+/// track. The buffer is resident per open track, so it is not larger.
+pub const CHUNK: usize = 32 * 1024;
+
 /// Writes 16-bit little-endian PCM to a WAV file whose header stays valid while it grows.
 #[derive(Debug)]
 pub struct WavWriter {
     path: PathBuf,
-    out: BufWriter<SharedFile>,
-    /// The same file, for background `fdatasync`s.
+    /// The file; shared with `sync` for background `fdatasync`s.
+    file: Arc<File>,
+    /// The chunk being filled: the file's bytes from `chunk_start`, not yet written.
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`, a multiple of [`CHUNK`]; everything before it is in the file.
+    chunk_start: u64,
     sync: SyncHandle,
     sample_rate: u32,
     channels: u16,
@@ -53,13 +70,17 @@ impl WavWriter {
         let path = path.as_ref().to_path_buf();
         let file = Arc::new(File::create(&path)?);
         let sync = SyncHandle::new(Arc::clone(&file));
-        // 32 KiB: a write every ~170 ms per 48 kHz track; the buffer is resident per open track.
-        let mut out = BufWriter::with_capacity(32 * 1024, SharedFile(file));
-        out.write_all(&header(sample_rate, channels, 0))?;
-        out.flush()?;
+        // On disk at once, so the file is a valid (empty) WAV from the start; the first chunk
+        // carries it again.
+        let h = header(sample_rate, channels, 0);
+        file.write_all_at(&h, 0)?;
+        let mut buf = Vec::with_capacity(CHUNK);
+        buf.extend_from_slice(&h);
         Ok(Self {
             path,
-            out,
+            file,
+            buf,
+            chunk_start: 0,
             sync,
             sample_rate,
             channels,
@@ -95,7 +116,7 @@ impl WavWriter {
     pub fn write_samples(&mut self, samples: &[i16]) -> io::Result<()> {
         let bytes = samples.len() as u64 * 2;
         self.ensure_room(bytes)?;
-        write_le(&mut self.out, samples)?;
+        self.append(&le_bytes(samples))?;
         self.data_bytes += bytes;
         Ok(())
     }
@@ -116,7 +137,7 @@ impl WavWriter {
         }
         let bytes = pcm.len() as u64;
         self.ensure_room(bytes)?;
-        self.out.write_all(pcm)?;
+        self.append(pcm)?;
         self.data_bytes += bytes;
         Ok(())
     }
@@ -128,20 +149,22 @@ impl WavWriter {
     pub fn write_silence(&mut self, frames: u64) -> io::Result<()> {
         let bytes = frames * 2 * u64::from(self.channels);
         self.ensure_room(bytes)?;
-        let zeros = [0u8; 4096];
         let mut left = bytes;
         while left > 0 {
-            let n = left.min(zeros.len() as u64) as usize;
-            self.out.write_all(&zeros[..n])?;
+            self.make_room()?;
+            let n = left.min((CHUNK - self.buf.len()) as u64) as usize;
+            self.buf.resize(self.buf.len() + n, 0);
             left -= n as u64;
         }
         self.data_bytes += bytes;
         Ok(())
     }
 
-    /// Flushes buffered samples and rewrites the header's size fields, so that the file as it is
-    /// now on disk plays everything written so far. With `sync`, also asks the sync thread for an
-    /// `fdatasync` of the file (without waiting for it).
+    /// Rewrites the header's size fields to declare the samples already in the file (all written
+    /// but the chunk being filled, under [`CHUNK`] bytes), so that the file as it is now on disk
+    /// plays them. It writes no samples: a partial chunk would break the aligned writes (module
+    /// docs). With `sync`, also asks the sync thread for an `fdatasync` of the file (without
+    /// waiting for it).
     ///
     /// # Errors
     /// Any I/O error, including one a background sync met since the last checkpoint; the header
@@ -150,14 +173,8 @@ impl WavWriter {
         if let Some(e) = self.sync.take_error() {
             return Err(e);
         }
-        self.out.flush()?;
-        if self.data_bytes != self.checkpointed_bytes {
-            // The whole header in one positioned write (one syscall where seeking to each size
-            // field and back took five); the file offset, where appends go, does not move.
-            let h = header(self.sample_rate, self.channels, self.data_bytes as u32);
-            self.out.get_ref().0.write_all_at(&h, 0)?;
-            self.checkpointed_bytes = self.data_bytes;
-        }
+        let in_file = self.chunk_start.saturating_sub(HEADER_LEN);
+        self.declare(in_file - in_file % self.frame_bytes())?;
         if sync {
             self.sync.request();
         }
@@ -170,9 +187,65 @@ impl WavWriter {
     /// # Errors
     /// Any I/O error of the final checkpoint or sync, or one a background sync met.
     pub fn finalize(mut self) -> io::Result<u64> {
-        self.checkpoint(false)?;
-        self.out.get_ref().0.sync_data()?;
+        if let Some(e) = self.sync.take_error() {
+            return Err(e);
+        }
+        self.write_buf()?;
+        self.declare(self.data_bytes)?;
+        self.file.sync_data()?;
         Ok(self.samples_written())
+    }
+
+    /// Bytes of one sample frame (all channels).
+    fn frame_bytes(&self) -> u64 {
+        2 * u64::from(self.channels)
+    }
+
+    /// Writes the header declaring `data_bytes` (already in the file) unless it already does.
+    fn declare(&mut self, data_bytes: u64) -> io::Result<()> {
+        if data_bytes != self.checkpointed_bytes {
+            // The whole header in one positioned write (one syscall where seeking to each size
+            // field and back took five).
+            let h = header(self.sample_rate, self.channels, data_bytes as u32);
+            self.file.write_all_at(&h, 0)?;
+            self.checkpointed_bytes = data_bytes;
+        }
+        Ok(())
+    }
+
+    /// Appends `bytes` to the chunk being filled, writing each chunk that fills.
+    fn append(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            self.make_room()?;
+            let n = bytes.len().min(CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
+        self.make_room()
+    }
+
+    /// Writes the chunk if it is full and starts the next one.
+    fn make_room(&mut self) -> io::Result<()> {
+        if self.buf.len() == CHUNK {
+            self.write_buf()?;
+            self.chunk_start += CHUNK as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the chunk being filled, as far as it is, at its place in the file.
+    fn write_buf(&mut self) -> io::Result<()> {
+        if self.chunk_start == 0 && self.buf.len() >= HEADER_LEN as usize {
+            // The first chunk carries the header: the one on disk, not the one of creation.
+            let h = header(
+                self.sample_rate,
+                self.channels,
+                self.checkpointed_bytes as u32,
+            );
+            self.buf[..HEADER_LEN as usize].copy_from_slice(&h);
+        }
+        self.file.write_all_at(&self.buf, self.chunk_start)
     }
 
     fn ensure_room(&self, bytes: u64) -> io::Result<()> {
@@ -184,29 +257,6 @@ impl WavWriter {
         }
         Ok(())
     }
-}
-
-/// The file, shared by the writer and its [`SyncHandle`]; writes go to it through `&File`.
-#[derive(Debug)]
-struct SharedFile(Arc<File>);
-
-impl Write for SharedFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        (&*self.0).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        (&*self.0).flush()
-    }
-}
-
-/// Writes `samples` as 16-bit little-endian bytes.
-fn write_le(out: &mut impl Write, samples: &[i16]) -> io::Result<()> {
-    out.write_all(&le_bytes(samples))
 }
 
 /// `samples` as 16-bit little-endian bytes: on a little-endian machine their own memory, borrowed
@@ -259,29 +309,38 @@ mod tests {
         dir.join(name)
     }
 
+    /// Samples of data in the first chunk (after the header).
+    const FIRST_CHUNK_SAMPLES: usize = (CHUNK - HEADER_LEN as usize) / 2;
+
     #[test]
     fn header_declares_checkpointed_samples_and_hound_reads_them() {
         let path = tmp("a.wav");
         let mut w = WavWriter::create(&path, 16_000, 1).unwrap();
-        let ramp: Vec<i16> = (0..1600).map(|i| i as i16 * 7).collect();
+        assert_eq!(
+            hound::WavReader::open(&path).unwrap().len(),
+            0,
+            "valid at once"
+        );
+        let ramp: Vec<i16> = (0..16_000).map(|i| (i * 7) as i16).collect();
         w.write_samples(&ramp).unwrap();
-        w.write_silence(400).unwrap();
+        w.write_silence(4_000).unwrap();
         w.checkpoint(false).unwrap();
-        // Written after the checkpoint and never checkpointed: a crash here loses only this.
-        w.write_samples(&[1, 2, 3]).unwrap();
-        w.out.flush().unwrap();
-
+        // The checkpoint declares the first chunk, the one written; the rest of the 20,000
+        // samples is still in the buffer: a crash here loses only that.
         let r = hound::WavReader::open(&path).unwrap();
         assert_eq!(r.spec().sample_rate, 16_000);
-        assert_eq!(r.len(), 2000);
+        assert_eq!(r.len() as usize, FIRST_CHUNK_SAMPLES);
         let got: Vec<i16> = r.into_samples().map(|s| s.unwrap()).collect();
-        assert_eq!(&got[..1600], &ramp[..]);
-        assert!(got[1600..].iter().all(|&s| s == 0));
+        assert_eq!(&got[..16_000], &ramp[..]);
+        assert!(got[16_000..].iter().all(|&s| s == 0));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), CHUNK as u64);
+        assert_eq!(w.finalize().unwrap(), 20_000);
+        assert_eq!(hound::WavReader::open(&path).unwrap().len(), 20_000);
     }
 
     #[test]
-    fn pcm_bytes_and_samples_write_the_same_file_and_checkpoints_rewrite_the_header() {
-        let samples: Vec<i16> = (0..5000)
+    fn writes_are_whole_chunks_on_chunk_boundaries_and_checkpoints_write_only_the_header() {
+        let samples: Vec<i16> = (0..50_000)
             .map(|i| (i * 7919 % 65_536 - 32_768) as i16)
             .collect();
         let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
@@ -289,23 +348,35 @@ mod tests {
         let (pa, pb) = (tmp("d.wav"), tmp("e.wav"));
         let mut a = WavWriter::create(&pa, 16_000, 1).unwrap();
         let mut b = WavWriter::create(&pb, 16_000, 1).unwrap();
+        let mut declared_before = 0;
         for (i, (cs, cb)) in samples.chunks(320).zip(bytes.chunks(640)).enumerate() {
             a.write_samples(cs).unwrap();
             b.write_pcm_le(cb).unwrap();
+            let len = std::fs::metadata(&pa).unwrap().len();
+            assert!(
+                len == HEADER_LEN || len.is_multiple_of(CHUNK as u64),
+                "only whole chunks reach the file: {len}"
+            );
             if i % 4 == 3 {
                 a.checkpoint(false).unwrap();
                 b.checkpoint(false).unwrap();
-                // A checkpoint leaves the file as a complete WAV of everything written so far.
+                // The file is a complete WAV of every chunk written, and the checkpoint did not
+                // lengthen it.
                 let on_disk = std::fs::read(&pa).unwrap();
-                assert_eq!(on_disk.len() as u64, HEADER_LEN + a.data_bytes);
-                assert_eq!(on_disk[..44], header(16_000, 1, a.data_bytes as u32));
+                assert_eq!(on_disk.len() as u64, len);
+                let declared = len - HEADER_LEN;
+                assert_eq!(on_disk[..44], header(16_000, 1, declared as u32));
+                assert!(a.data_bytes - declared < CHUNK as u64);
+                assert!(declared >= declared_before);
+                declared_before = declared;
             }
         }
-        assert_eq!(a.finalize().unwrap(), 5000);
-        assert_eq!(b.finalize().unwrap(), 5000);
+        assert!(declared_before > 0, "several chunks were written");
+        assert_eq!(a.finalize().unwrap(), 50_000);
+        assert_eq!(b.finalize().unwrap(), 50_000);
         let fa = std::fs::read(&pa).unwrap();
         assert_eq!(fa, std::fs::read(&pb).unwrap());
-        assert_eq!(fa[..44], header(16_000, 1, 10_000));
+        assert_eq!(fa[..44], header(16_000, 1, 100_000));
         assert_eq!(&fa[44..], &bytes[..]);
 
         let mut st = WavWriter::create(tmp("f.wav"), 16_000, 2).unwrap();
@@ -321,10 +392,24 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_declares_whole_sample_frames() {
+        // Stereo: a chunk boundary falls inside a sample frame ((32768 - 44) / 4 is not whole),
+        // so the header declares the frames before it.
+        let path = tmp("g.wav");
+        let mut w = WavWriter::create(&path, 48_000, 2).unwrap();
+        w.write_samples(&vec![9i16; 2 * 10_000]).unwrap();
+        w.checkpoint(false).unwrap();
+        let r = hound::WavReader::open(&path).unwrap();
+        assert_eq!(r.duration() as usize, (CHUNK - HEADER_LEN as usize) / 4);
+        assert_eq!(w.finalize().unwrap(), 10_000);
+        assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 10_000);
+    }
+
+    #[test]
     fn a_background_sync_error_fails_the_next_checkpoint_and_the_finalize() {
         let path = tmp("sync-err.wav");
         let mut w = WavWriter::create(&path, 16_000, 1).unwrap();
-        w.write_samples(&[3i16; 320]).unwrap();
+        w.write_samples(&[3i16; 20_000]).unwrap();
         w.checkpoint(true).unwrap();
         while w.sync.is_pending() {
             std::thread::sleep(std::time::Duration::from_millis(1));
@@ -334,7 +419,10 @@ mod tests {
         let e = w.checkpoint(false).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(5), "EIO comes back: {e}");
         // The header still declares what the last good checkpoint had.
-        assert_eq!(hound::WavReader::open(&path).unwrap().len(), 320);
+        assert_eq!(
+            hound::WavReader::open(&path).unwrap().len() as usize,
+            FIRST_CHUNK_SAMPLES
+        );
         w.sync.set_error(io::Error::from_raw_os_error(28));
         assert_eq!(w.finalize().unwrap_err().raw_os_error(), Some(28));
     }
