@@ -6,9 +6,14 @@
 set -euo pipefail
 bin=$1; streams=$2; out=$3; shift 3
 mkdir -p "$out"
+# `wav` unless the caller chose (the load test refuses the flag twice).
+recording=(--bot-recording wav)
+for a in "$@"; do
+  case $a in --bot-recording | --bot-recording=*) recording=() ;; esac
+done
 "$bin" loadtest --streams "$streams" --speakers 10 --ramp-secs 4 --steady-secs 30 \
   --cooldown-secs 2 --floor-secs 2 --webhook-secs 0 --quiet --out "$out/lt" \
-  --bot-recording wav "$@" > "$out/loadtest.log" 2>&1 &
+  "${recording[@]}" "$@" > "$out/loadtest.log" 2>&1 &
 lt=$!
 sleep 16
 perf record -e cpu-clock -F 2999 -C 1 -a -o "$out/perf.data" -- sleep 20 > "$out/perf.log" 2>&1
