@@ -516,7 +516,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             .with_context(|| label.clone())?;
         match (before, bracket_floor(streams)) {
             (Some(Ok(b)), Some(Ok(a))) => {
-                step.floor_bracket = Some(report::FloorBracket::new(&b, &a));
+                let bracket = report::FloorBracket::new(&b, &a);
+                step.warnings.extend(bracket.drift_warning());
+                step.floor_bracket = Some(bracket);
             }
             (Some(Err(e)), _) | (_, Some(Err(e))) => {
                 // The step falls back to the sweep's floor; say why.

@@ -407,7 +407,28 @@ impl FloorBracket {
             }),
         }
     }
+
+    /// A warning when the floor after the step differs from the one before by more than
+    /// [`FLOOR_DRIFT_LIMIT`]: the same decode of the same packets took a different time, so the
+    /// host's speed moved during the step (another tenant, frequency, migration) and the step's
+    /// CPU figures and verdict belong to that minute more than to the bot.
+    pub fn drift_warning(&self) -> Option<String> {
+        let (b, a) = (self.before_us_per_packet, self.after_us_per_packet);
+        let lo = b.min(a);
+        if lo.is_nan() || lo <= 0.0 || b.max(a) / lo <= 1.0 + FLOOR_DRIFT_LIMIT {
+            return None;
+        }
+        Some(format!(
+            "the host's speed moved during the step: bare decode took {b:.1} µs per packet before it and {a:.1} after ({:+.0} %)",
+            (a / b - 1.0) * 100.0
+        ))
+    }
 }
+
+/// Relative change of the floor across a step above which the step carries a warning. 10 %: of
+/// the 414 bracketed steps in `docs/perf/` (2026-11-23/24), half drifted by less than 1.6 % and
+/// one in eight by more than 10 %.
+pub const FLOOR_DRIFT_LIMIT: f64 = 0.10;
 
 /// The bot's hardware counts over a window right after the steady one (same load; counting is
 /// kept out of the steady window because it adds to every context switch).
@@ -1805,6 +1826,22 @@ mod tests {
             json["steps"][0]["floor_bracket"]["after_us_per_packet"],
             14.0
         );
+    }
+
+    #[test]
+    fn a_floor_that_moved_across_the_step_is_a_warning() {
+        let steady = FloorBracket::new(&floor(48_000, 25.0), &floor(48_000, 27.0));
+        assert_eq!(steady.drift_warning(), None, "8 % is within the limit");
+        let slower = FloorBracket::new(&floor(48_000, 25.0), &floor(48_000, 30.0));
+        let w = slower.drift_warning().unwrap();
+        assert!(
+            w.contains("25.0 µs per packet before it and 30.0 after (+20 %)"),
+            "{w}"
+        );
+        let faster = FloorBracket::new(&floor(48_000, 30.0), &floor(48_000, 25.0));
+        assert!(faster.drift_warning().unwrap().contains("(-17 %)"));
+        let broken = FloorBracket::new(&floor(48_000, 0.0), &floor(48_000, 25.0));
+        assert_eq!(broken.drift_warning(), None, "no floor, no comparison");
     }
 
     #[test]
