@@ -164,6 +164,12 @@ pub struct LoadtestArgs {
     /// Keep sweeping after the knee (default: stop after the first broken step).
     #[arg(long)]
     pub continue_after_knee: bool,
+    /// Runs of each stream count, one after the other. With more than one, a stream count
+    /// holds when more than half of its runs held, and the knee is the first that did not: on
+    /// a host whose speed moves from minute to minute, one run says more about the minute
+    /// than about the bot.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub repeat: u16,
     /// Keep the bot's working folder (recordings, transcripts, log) instead of deleting it.
     #[arg(long)]
     pub keep_files: bool,
@@ -507,58 +513,72 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
     };
     let mut steps: Vec<StepResult> = Vec::new();
     let mut knee: Option<Knee> = None;
-    for (i, &streams) in args.streams.iter().enumerate() {
-        let label = format!("step {}/{} ({streams} streams)", i + 1, args.streams.len());
-        progress.line(&format!("{label}: floor before"));
-        let before = bracket_floor(streams);
-        let mut step = run_step(&ctx, i, streams, &label, idle_rss_kib)
-            .await
-            .with_context(|| label.clone())?;
-        match (before, bracket_floor(streams)) {
-            (Some(Ok(b)), Some(Ok(a))) => {
-                let bracket = report::FloorBracket::new(&b, &a);
-                step.warnings.extend(bracket.drift_warning());
-                step.floor_bracket = Some(bracket);
+    let runs = usize::from(args.repeat.max(1));
+    let mut bot_exited = false;
+    'sweep: for (i, &streams) in args.streams.iter().enumerate() {
+        for run in 1..=runs {
+            let label = if runs > 1 {
+                format!(
+                    "step {}/{} ({streams} streams, run {run}/{runs})",
+                    i + 1,
+                    args.streams.len()
+                )
+            } else {
+                format!("step {}/{} ({streams} streams)", i + 1, args.streams.len())
+            };
+            progress.line(&format!("{label}: floor before"));
+            let before = bracket_floor(streams);
+            let mut step = run_step(&ctx, i, streams, &label, idle_rss_kib)
+                .await
+                .with_context(|| label.clone())?;
+            match (before, bracket_floor(streams)) {
+                (Some(Ok(b)), Some(Ok(a))) => {
+                    let bracket = report::FloorBracket::new(&b, &a);
+                    step.warnings.extend(bracket.drift_warning());
+                    step.floor_bracket = Some(bracket);
+                }
+                (Some(Err(e)), _) | (_, Some(Err(e))) => {
+                    // The step falls back to the sweep's floor; say why.
+                    notes.push(format!("{label}: floor around the step failed: {e}"));
+                }
+                _ => {}
             }
-            (Some(Err(e)), _) | (_, Some(Err(e))) => {
-                // The step falls back to the sweep's floor; say why.
-                notes.push(format!("{label}: floor around the step failed: {e}"));
+            if bracket_secs > 0.0 && bot_pid.is_some() {
+                let grid = Duration::from_micros(
+                    args.bot_wake_grid_us
+                        .unwrap_or(BOT_DEFAULT_WAKE_GRID_US)
+                        .max(100),
+                );
+                let wall = Duration::from_secs_f64(bracket_secs);
+                match floor::measure_paced(&packets, bot_cpu, streams, wall, rate, grid) {
+                    Ok(f) => step.paced_floor = Some(f),
+                    Err(e) => notes.push(format!("{label}: paced floor failed: {e}")),
+                }
             }
-            _ => {}
+            step.run = run;
+            steps.push(step);
+            if let Some(c) = child.as_mut()
+                && let Some(why) = c.exited()
+            {
+                notes.push(format!(
+                    "the bot exited during the sweep: {why}; log tail:\n{}",
+                    c.log_tail(20)
+                ));
+                bot_exited = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs_f64(args.cooldown_secs)).await;
         }
-        if bracket_secs > 0.0 && bot_pid.is_some() {
-            let grid = Duration::from_micros(
-                args.bot_wake_grid_us
-                    .unwrap_or(BOT_DEFAULT_WAKE_GRID_US)
-                    .max(100),
-            );
-            let wall = Duration::from_secs_f64(bracket_secs);
-            match floor::measure_paced(&packets, bot_cpu, streams, wall, rate, grid) {
-                Ok(f) => step.paced_floor = Some(f),
-                Err(e) => notes.push(format!("{label}: paced floor failed: {e}")),
-            }
-        }
-        let broken = !step.broken.is_empty();
-        if broken && knee.is_none() {
+        let verdict = report::StreamCountVerdict::of(&steps, streams);
+        if !verdict.held() && knee.is_none() {
             knee = Some(Knee {
                 streams,
-                reasons: step.broken.clone(),
+                reasons: verdict.reasons(),
             });
         }
-        steps.push(step);
-        if let Some(c) = child.as_mut()
-            && let Some(why) = c.exited()
-        {
-            notes.push(format!(
-                "the bot exited during the sweep: {why}; log tail:\n{}",
-                c.log_tail(20)
-            ));
-            break;
+        if bot_exited || (!verdict.held() && !args.continue_after_knee) {
+            break 'sweep;
         }
-        if broken && !args.continue_after_knee {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs_f64(args.cooldown_secs)).await;
     }
 
     // Baselines: the floor on the bot's core while the bot idles, then the aiortc peer.
@@ -1033,6 +1053,7 @@ async fn run_step(
     join_ms.sort_by(f64::total_cmp);
     let mut step = StepResult {
         streams_target: streams,
+        run: 1,
         calls,
         speakers_per_call: args.speakers,
         calls_joined: call_ids.len(),
