@@ -52,6 +52,12 @@ pub fn parse_voluntary_switches(status: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Nanoseconds a thread has waited on a run queue (runnable, not running), the second field of
+/// `/proc/<pid>/task/<tid>/schedstat`.
+pub fn parse_schedstat_wait_ns(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// A thread's group name, so that per-call threads add up: `sink-50efdf7d-c` (a sink named
 /// after its call) and `sink-3` count as `sink-*`; names without digits after their first `-`
 /// (`mediabot-udp`, `tokio-runtime-w`, `feed-file`) stay as they are.
@@ -90,6 +96,9 @@ pub struct Snapshot {
     /// Per live thread: voluntary context switches so far (each is a sleep, so the next run is
     /// a wake-up), from `task/<tid>/status`.
     pub sleeps: BTreeMap<u32, u64>,
+    /// Per live thread: nanoseconds spent runnable but not running so far, from
+    /// `task/<tid>/schedstat` (absent where the kernel has no schedstat).
+    pub runq_wait_ns: BTreeMap<u32, u64>,
 }
 
 /// Reads a process's CPU and memory now.
@@ -105,6 +114,7 @@ pub fn snapshot(pid: u32) -> std::io::Result<Snapshot> {
     let rss_kib = parse_vm_rss_kib(&status).ok_or_else(|| bad("status"))?;
     let mut threads = Vec::new();
     let mut sleeps = BTreeMap::new();
+    let mut runq_wait_ns = BTreeMap::new();
     for e in std::fs::read_dir(base.join("task"))?.flatten() {
         let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
@@ -121,6 +131,13 @@ pub fn snapshot(pid: u32) -> std::io::Result<Snapshot> {
             {
                 sleeps.insert(tid, n);
             }
+            if let Some(w) = std::fs::read_to_string(e.path().join("schedstat"))
+                .ok()
+                .as_deref()
+                .and_then(parse_schedstat_wait_ns)
+            {
+                runq_wait_ns.insert(tid, w);
+            }
         }
     }
     Ok(Snapshot {
@@ -129,6 +146,7 @@ pub fn snapshot(pid: u32) -> std::io::Result<Snapshot> {
         threads,
         rss_kib,
         sleeps,
+        runq_wait_ns,
     })
 }
 
@@ -144,6 +162,10 @@ pub struct CpuUse {
     /// Per thread group: wake-ups per second (voluntary context switches; threads alive at
     /// both ends of the window).
     pub wakes_per_sec: BTreeMap<String, f64>,
+    /// Per thread group: seconds spent runnable but not running, per second of the window
+    /// (threads alive at both ends): what contention for the core costs each group. A sink
+    /// group that waits long falls behind and its rings fill.
+    pub runqueue_wait: BTreeMap<String, f64>,
 }
 
 impl CpuUse {
@@ -161,6 +183,7 @@ pub fn cpu_between(a: &Snapshot, b: &Snapshot, ticks_per_sec: u64) -> CpuUse {
     let before: BTreeMap<u32, u64> = a.threads.iter().map(|(t, _, v)| (*t, *v)).collect();
     let mut threads: BTreeMap<String, f64> = BTreeMap::new();
     let mut wakes_per_sec: BTreeMap<String, f64> = BTreeMap::new();
+    let mut runqueue_wait: BTreeMap<String, f64> = BTreeMap::new();
     for (tid, comm, ticks) in &b.threads {
         // A thread born inside the window counts from zero.
         let d = ticks.saturating_sub(before.get(tid).copied().unwrap_or(0));
@@ -169,12 +192,17 @@ pub fn cpu_between(a: &Snapshot, b: &Snapshot, ticks_per_sec: u64) -> CpuUse {
             *wakes_per_sec.entry(thread_group(comm)).or_default() +=
                 s1.saturating_sub(*s0) as f64 / wall;
         }
+        if let (Some(w0), Some(w1)) = (a.runq_wait_ns.get(tid), b.runq_wait_ns.get(tid)) {
+            *runqueue_wait.entry(thread_group(comm)).or_default() +=
+                w1.saturating_sub(*w0) as f64 / 1e9 / wall;
+        }
     }
     CpuUse {
         wall_secs: wall,
         process_cores: cores(b.process_ticks.saturating_sub(a.process_ticks)),
         threads,
         wakes_per_sec,
+        runqueue_wait,
     }
 }
 
@@ -343,6 +371,7 @@ mod tests {
             threads: vec![(1, "main".into(), 50), (2, "sink-1".into(), 10)],
             rss_kib: 1,
             sleeps: BTreeMap::from([(1, 100), (2, 1000)]),
+            runq_wait_ns: BTreeMap::from([(1, 0), (2, 1_000_000_000)]),
         };
         let b = Snapshot {
             at: t0 + std::time::Duration::from_secs(2),
@@ -354,6 +383,7 @@ mod tests {
             ],
             rss_kib: 2,
             sleeps: BTreeMap::from([(1, 100), (2, 1100), (3, 9999)]),
+            runq_wait_ns: BTreeMap::from([(1, 200_000_000), (2, 1_600_000_000), (3, 5)]),
         };
         let c = cpu_between(&a, &b, 100);
         assert!((c.process_cores - 0.5).abs() < 1e-9);
@@ -363,6 +393,14 @@ mod tests {
         assert_eq!(c.wakes_per_sec["sink-*"], 50.0);
         assert_eq!(c.wakes_per_sec["main"], 0.0);
         assert_eq!(c.total_wakes_per_sec(), 50.0);
+        // Waited 0.2 s and 0.6 s over 2 s; thread 3 not counted.
+        assert!((c.runqueue_wait["main"] - 0.1).abs() < 1e-9);
+        assert!((c.runqueue_wait["sink-*"] - 0.3).abs() < 1e-9);
+        assert_eq!(
+            parse_schedstat_wait_ns("808577451 110928777 1557\n"),
+            Some(110_928_777)
+        );
+        assert_eq!(parse_schedstat_wait_ns("0\n"), None);
         assert_eq!(
             parse_voluntary_switches(
                 "Name:\tx\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t3\n"

@@ -1064,6 +1064,43 @@ fn write_counters(o: &mut String, r: &LoadtestReport) {
     }
 }
 
+/// The run-queue table: how long each thread group waited for the core per second of the
+/// steady window (`schedstat`). Tells a sink that fell behind for want of CPU from one that
+/// was blocked on the disk (which waits asleep, not runnable).
+fn write_runqueue(o: &mut String, r: &LoadtestReport) {
+    let steps: Vec<(&StepResult, &CpuUse)> = r
+        .steps
+        .iter()
+        .filter_map(|s| Some((s, s.bot_cpu.as_ref()?)))
+        .filter(|(_, c)| !c.runqueue_wait.is_empty())
+        .collect();
+    if steps.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n## Waiting for the CPU (steady window)\n\nMilliseconds per second each thread group spent runnable but not running (`/proc/<tid>/schedstat`, threads alive through the window; a group's threads add up). Sink workers that wait long fall behind, and their rings fill.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| streams | `mediabot-udp` | `sink-*` | `fsync` | other |\n|---|---|---|---|---|"
+    );
+    for (st, c) in steps {
+        let g = |k: &str| c.runqueue_wait.get(k).copied().unwrap_or(0.0);
+        let other: f64 =
+            c.runqueue_wait.values().sum::<f64>() - g("mediabot-udp") - g("sink-*") - g("fsync");
+        let _ = writeln!(
+            o,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            st.streams_connected,
+            g("mediabot-udp") * 1000.0,
+            g("sink-*") * 1000.0,
+            g("fsync") * 1000.0,
+            other.max(0.0) * 1000.0,
+        );
+    }
+}
+
 /// The wake-up table: how often the bot's threads woke per step, and what that costs at the
 /// machine's measured price of a wake-up.
 fn write_wakes(o: &mut String, r: &LoadtestReport) {
@@ -1347,6 +1384,7 @@ pub fn markdown(r: &LoadtestReport) -> String {
     }
     write_counters(&mut o, r);
     write_wakes(&mut o, r);
+    write_runqueue(&mut o, r);
     write_paced_floor(&mut o, r);
     let _ = writeln!(
         o,
@@ -1771,6 +1809,7 @@ mod tests {
                 process_cores: streams as f64 * 0.001,
                 threads: BTreeMap::new(),
                 wakes_per_sec: BTreeMap::new(),
+                runqueue_wait: BTreeMap::new(),
             }),
             bot_cores_per_stream: Some(0.001),
             floor_bracket: None,
@@ -2121,7 +2160,22 @@ mod tests {
                 ("tokio-rt-worker".to_owned(), 100.0),
             ]);
         }
+        assert!(
+            !markdown(&r).contains("## Waiting for the CPU"),
+            "not read, no table"
+        );
+        for st in &mut r.steps {
+            let c = st.bot_cpu.as_mut().unwrap();
+            c.runqueue_wait = BTreeMap::from([
+                ("mediabot-udp".to_owned(), 0.012),
+                ("sink-*".to_owned(), 0.35),
+                ("fsync".to_owned(), 0.02),
+                ("tokio-rt-worker".to_owned(), 0.001),
+            ]);
+        }
         let md = markdown(&r);
+        assert!(md.contains("## Waiting for the CPU"), "{md}");
+        assert!(md.contains("| 100 | 12 | 350 | 20 | 1 |"), "{md}");
         assert!(md.contains("A timer wake-up costs 20.0 µs"), "{md}");
         assert!(
             md.contains("| 100 | 2000 | 1000 | 500 | 400 | 100 | 4.0 | 40 |"),
