@@ -528,7 +528,8 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<LoadtestReport> {
             };
             progress.line(&format!("{label}: floor before"));
             let before = bracket_floor(streams);
-            let mut step = run_step(&ctx, i, streams, &label, idle_rss_kib)
+            // `steps.len()`: a number of its own per run, for the meetings' names.
+            let mut step = run_step(&ctx, steps.len(), streams, &label, idle_rss_kib)
                 .await
                 .with_context(|| label.clone())?;
             match (before, bracket_floor(streams)) {
