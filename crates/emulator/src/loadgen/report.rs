@@ -1064,16 +1064,34 @@ fn write_counters(o: &mut String, r: &LoadtestReport) {
     }
 }
 
+/// The steps whose bot CPU reading has the per-thread-group figures `field` picks (empty when
+/// the bot was remote or `/proc` did not have them).
+fn steps_with(
+    r: &LoadtestReport,
+    field: impl Fn(&CpuUse) -> &BTreeMap<String, f64>,
+) -> Vec<(&StepResult, &CpuUse)> {
+    r.steps
+        .iter()
+        .filter_map(|s| Some((s, s.bot_cpu.as_ref()?)))
+        .filter(|(_, c)| !field(c).is_empty())
+        .collect()
+}
+
+/// The sum of a per-thread-group map over the groups not in `named` (never below zero).
+fn others(by_group: &BTreeMap<String, f64>, named: &[&str]) -> f64 {
+    by_group
+        .iter()
+        .filter(|(k, _)| !named.contains(&k.as_str()))
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        .max(0.0)
+}
+
 /// The run-queue table: how long each thread group waited for the core per second of the
 /// steady window (`schedstat`). Tells a sink that fell behind for want of CPU from one that
 /// was blocked on the disk (which waits asleep, not runnable).
 fn write_runqueue(o: &mut String, r: &LoadtestReport) {
-    let steps: Vec<(&StepResult, &CpuUse)> = r
-        .steps
-        .iter()
-        .filter_map(|s| Some((s, s.bot_cpu.as_ref()?)))
-        .filter(|(_, c)| !c.runqueue_wait.is_empty())
-        .collect();
+    let steps = steps_with(r, |c| &c.runqueue_wait);
     if steps.is_empty() {
         return;
     }
@@ -1087,8 +1105,7 @@ fn write_runqueue(o: &mut String, r: &LoadtestReport) {
     );
     for (st, c) in steps {
         let g = |k: &str| c.runqueue_wait.get(k).copied().unwrap_or(0.0);
-        let other: f64 =
-            c.runqueue_wait.values().sum::<f64>() - g("mediabot-udp") - g("sink-*") - g("fsync");
+        let other = others(&c.runqueue_wait, &["mediabot-udp", "sink-*", "fsync"]);
         let _ = writeln!(
             o,
             "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
@@ -1096,7 +1113,7 @@ fn write_runqueue(o: &mut String, r: &LoadtestReport) {
             g("mediabot-udp") * 1000.0,
             g("sink-*") * 1000.0,
             g("fsync") * 1000.0,
-            other.max(0.0) * 1000.0,
+            other * 1000.0,
         );
     }
 }
@@ -1104,12 +1121,7 @@ fn write_runqueue(o: &mut String, r: &LoadtestReport) {
 /// The wake-up table: how often the bot's threads woke per step, and what that costs at the
 /// machine's measured price of a wake-up.
 fn write_wakes(o: &mut String, r: &LoadtestReport) {
-    let steps: Vec<(&StepResult, &CpuUse)> = r
-        .steps
-        .iter()
-        .filter_map(|s| Some((s, s.bot_cpu.as_ref()?)))
-        .filter(|(_, c)| !c.wakes_per_sec.is_empty())
-        .collect();
+    let steps = steps_with(r, |c| &c.wakes_per_sec);
     if steps.is_empty() {
         return;
     }
@@ -1139,7 +1151,7 @@ fn write_wakes(o: &mut String, r: &LoadtestReport) {
     for (st, c) in steps {
         let total = c.total_wakes_per_sec();
         let g = |k: &str| c.wakes_per_sec.get(k).copied().unwrap_or(0.0);
-        let other = total - g("mediabot-udp") - g("sink-*") - g("feed-file");
+        let other = others(&c.wakes_per_sec, &["mediabot-udp", "sink-*", "feed-file"]);
         let est = cost.map(|w| total * w.us_per_wake / 1e6);
         let _ = writeln!(
             o,
@@ -1149,7 +1161,7 @@ fn write_wakes(o: &mut String, r: &LoadtestReport) {
             g("mediabot-udp"),
             g("sink-*"),
             g("feed-file"),
-            other.max(0.0),
+            other,
             opt(est.map(|e| e * 100.0), 1),
             opt(
                 est.filter(|_| c.process_cores > 0.0)

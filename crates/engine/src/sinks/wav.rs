@@ -101,12 +101,12 @@ impl WavWriter {
 
     /// Samples (per channel: frames) written so far.
     pub fn samples_written(&self) -> u64 {
-        self.data_bytes / (2 * u64::from(self.channels))
+        self.data_bytes / self.frame_bytes()
     }
 
     /// How many more sample frames fit before the 4 GiB RIFF limit.
     pub fn remaining_samples(&self) -> u64 {
-        (MAX_DATA_BYTES - self.data_bytes) / (2 * u64::from(self.channels))
+        (MAX_DATA_BYTES - self.data_bytes) / self.frame_bytes()
     }
 
     /// Appends interleaved samples.
@@ -147,7 +147,7 @@ impl WavWriter {
     /// # Errors
     /// As [`WavWriter::write_samples`].
     pub fn write_silence(&mut self, frames: u64) -> io::Result<()> {
-        let bytes = frames * 2 * u64::from(self.channels);
+        let bytes = frames * self.frame_bytes();
         self.ensure_room(bytes)?;
         let mut left = bytes;
         while left > 0 {
