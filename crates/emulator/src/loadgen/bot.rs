@@ -444,14 +444,49 @@ impl Drop for BotProcess {
     }
 }
 
-/// A free loopback TCP port and a free UDP port (best effort: they are released before use).
+/// A free loopback TCP port and a free UDP port for a bot the generator (or a test) starts.
+///
+/// The ports are released before the bot binds them, so they come from below the kernel's
+/// ephemeral range (`net.ipv4.ip_local_port_range`): in that gap no `bind(0)` or `connect`
+/// of another process (a parallel test, the generator's own HTTP clients) is handed one of
+/// them. A random start spreads concurrent callers apart, and each pick is bound once (TCP
+/// and UDP) to check it is free. Falls back to ports the kernel picks when the gap is too
+/// small or all tries are taken.
 ///
 /// # Errors
 /// Binding failed.
 pub fn free_ports() -> std::io::Result<(u16, u16)> {
+    let ephemeral_lo = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if let Some(ports) = ports_below(ephemeral_lo) {
+        return Ok(ports);
+    }
     let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
     let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
     Ok((tcp.local_addr()?.port(), udp.local_addr()?.port()))
+}
+
+/// Lowest port [`free_ports`] picks: above the registered services users run on loopback.
+const PICK_FLOOR: u16 = 10_000;
+
+/// A TCP and a UDP port in `PICK_FLOOR..ephemeral_lo` that bind now; `None` when the range
+/// is under 1,000 ports or 64 random tries found nothing free.
+fn ports_below(ephemeral_lo: u16) -> Option<(u16, u16)> {
+    use rand::Rng;
+    let span = ephemeral_lo
+        .checked_sub(PICK_FLOOR)
+        .filter(|s| *s >= 1_000)?;
+    let mut rng = rand::rng();
+    let mut pick = |bind: &dyn Fn(u16) -> bool| {
+        (0..64)
+            .map(|_| PICK_FLOOR + rng.random_range(0..span))
+            .find(|p| bind(*p))
+    };
+    let tcp = pick(&|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())?;
+    let udp = pick(&|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())?;
+    Some((tcp, udp))
 }
 
 /// Finds the `mediabot` executable: `explicit`, else `MEDIABOT_BIN`, else next to the current
@@ -529,6 +564,21 @@ pub async fn wait_ready(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn free_ports_come_from_below_the_ephemeral_range_and_bind() {
+        let (tcp, udp) = ports_below(20_000).unwrap();
+        assert!((PICK_FLOOR..20_000).contains(&tcp), "{tcp}");
+        assert!((PICK_FLOOR..20_000).contains(&udp), "{udp}");
+        // Free now: the caller's bot can bind them.
+        drop(std::net::TcpListener::bind(("127.0.0.1", tcp)).unwrap());
+        drop(std::net::UdpSocket::bind(("127.0.0.1", udp)).unwrap());
+        // A gap under 1,000 ports is not used; free_ports then lets the kernel pick.
+        assert_eq!(ports_below(10_500), None);
+        assert_eq!(ports_below(PICK_FLOOR - 1), None);
+        let (a, b) = free_ports().unwrap();
+        assert!(a > 0 && b > 0);
+    }
 
     fn app() -> RegisteredApp {
         RegisteredApp {
