@@ -1045,6 +1045,21 @@ fn render_metrics(s: &Shared) -> String {
             "Media events dropped at a full queue.",
             &s.glue_stats.events_dropped,
         ),
+        (
+            "mediabot_ring_frames_dropped_total",
+            "Frames (per speaker and mixed) dropped at a full sink ring: audio the recorder and feed never got.",
+            &mediabot_media::stats::RING_FRAMES_DROPPED,
+        ),
+        (
+            "mediabot_ogg_packets_dropped_total",
+            "Opus packets not copied to the Ogg/Opus recorder because its ring was full.",
+            &s.glue_stats.ogg_packets_dropped,
+        ),
+        (
+            "mediabot_echo_frames_dropped_total",
+            "Echo frames dropped because the playback ring was full or a clip was playing.",
+            &s.glue_stats.echo_dropped,
+        ),
     ]
     .into_iter()
     // The media transport's counters: what the media thread read, sent, and dropped (and why).

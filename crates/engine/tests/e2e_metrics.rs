@@ -104,6 +104,10 @@ async fn latency_histograms_survive_the_call_and_threads_are_named() {
     assert!(value(&body, "mediabot_sink_round_seconds_count") >= 20.0);
     assert!(value(&body, "mediabot_sink_wake_delay_seconds_count") >= 20.0);
     assert!(body.contains("# TYPE mediabot_recorder_fsync_skipped_total counter"));
+    // Audio lost at a full sink ring is exported live; a healthy call loses none.
+    assert_eq!(value(&body, "mediabot_ring_frames_dropped_total"), 0.0);
+    assert_eq!(value(&body, "mediabot_ogg_packets_dropped_total"), 0.0);
+    assert!(body.contains("# TYPE mediabot_echo_frames_dropped_total counter"));
     let setup = engine
         .finished_calls()
         .into_iter()

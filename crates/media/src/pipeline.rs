@@ -624,6 +624,7 @@ impl CallPipeline {
                 {
                     if !sink.producer.push(f) {
                         StreamStats::add(&self.stats.mixed_dropped_at_ring, 1);
+                        StreamStats::add(&crate::stats::RING_FRAMES_DROPPED, 1);
                     }
                 }
                 if let Some(ssrc) = change {

@@ -7,6 +7,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Frames (per-speaker and mixed) that a sink ring had no room for, summed over every call
+/// of the process since it started: audio a recorder or feed will never see. The per-stream
+/// and per-call counters carry the same drops but end with their call; this one is what a
+/// metrics scrape reads while calls run (`mediabot_ring_frames_dropped_total`).
+pub static RING_FRAMES_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 macro_rules! counters {
     ($(#[$smeta:meta])* $shared:ident, $(#[$nmeta:meta])* $snap:ident { $($(#[$fmeta:meta])* $field:ident),* $(,)? }) => {
         $(#[$smeta])*

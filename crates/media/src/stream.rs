@@ -705,6 +705,7 @@ fn emit(
         };
         if wanted && !sink.producer.push_parts(f, head, tail) {
             StreamStats::add(&stats.dropped_at_ring, 1);
+            StreamStats::add(&crate::stats::RING_FRAMES_DROPPED, 1);
         }
     }
     if let Some((arrival, due)) = out.timing

@@ -86,3 +86,31 @@ fn rings_and_stats_cross_threads() {
     );
     assert!(snap.frames_out > 400);
 }
+
+#[test]
+fn ring_drops_reach_the_process_wide_counter() {
+    use mediabot_media::stats::RING_FRAMES_DROPPED;
+    let pcm = speech_like(48_000, 2.0, 4);
+    let packets = encode(&pcm, false, 10);
+    let sent = schedule(&packets, 1, 0, 0.1, 0.0, false);
+    let arrivals = impair(&sent, Ssrc(9), Netem::default());
+    let (mut call, start) = pipeline(CallConfig::new(CallTag(1)).with_mixer(None));
+    // Nobody pops this ring: past its capacity every frame drops.
+    let _consumer = call.add_sink_i16(TrackSelect::AllParticipants, 4).unwrap();
+    let before = RING_FRAMES_DROPPED.load(Ordering::Relaxed);
+    for a in &arrivals {
+        let now = start + std::time::Duration::from_secs_f64(a.at);
+        let _ = call.ingest_rtp(now, &a.bytes);
+        call.poll(now);
+    }
+    call.poll(start + std::time::Duration::from_secs(3));
+    let snap = call.stream_stats(Ssrc(9)).unwrap().snapshot();
+    assert!(snap.frames_out > 50, "{snap:?}");
+    assert!(snap.dropped_at_ring >= snap.frames_out - 4, "{snap:?}");
+    // Other tests of this binary may drop frames at the same time: at least ours.
+    let after = RING_FRAMES_DROPPED.load(Ordering::Relaxed);
+    assert!(
+        after - before >= snap.dropped_at_ring,
+        "{before} -> {after}, {snap:?}"
+    );
+}

@@ -762,6 +762,29 @@ async fn call_info(ctx: &Ctx<'_>, call_id: &str) -> Option<Value> {
     r.json().await.ok()
 }
 
+/// The increase of each of the bot's loss and drop counters (`mediabot_*_total` whose name
+/// says lost, concealed, dropped, late, duplicate, refused, unknown or overrun) from `before`
+/// to `after`.
+fn loss_counters(before: &prom::Scrape, after: &prom::Scrape) -> BTreeMap<String, f64> {
+    let mut counters = BTreeMap::new();
+    for s in &after.samples {
+        let n = &s.name;
+        let interesting = n.starts_with("mediabot_")
+            && n.ends_with("_total")
+            && [
+                "lost", "conceal", "drop", "late", "dup", "refused", "unknown", "overrun",
+            ]
+            .iter()
+            .any(|w| n.contains(w));
+        if interesting && !counters.contains_key(n) {
+            let a = after.sum(n).unwrap_or(0.0);
+            let b = before.sum(n).unwrap_or(0.0);
+            counters.insert(n.clone(), a - b);
+        }
+    }
+    counters
+}
+
 async fn scrape(ctx: &Ctx<'_>) -> prom::Scrape {
     match ctx
         .http
@@ -1018,23 +1041,9 @@ async fn run_step(
     }
     mc.calls_reported = infos.len();
     mc.min_frames_per_stream = per_stream_frames.iter().copied().reduce(f64::min);
-    // Prometheus counters about loss and drops, over the whole step.
-    let mut counters = BTreeMap::new();
-    for s in &scrape3.samples {
-        let n = &s.name;
-        let interesting = n.starts_with("mediabot_")
-            && n.ends_with("_total")
-            && [
-                "lost", "conceal", "drop", "late", "dup", "refused", "unknown", "overrun",
-            ]
-            .iter()
-            .any(|w| n.contains(w));
-        if interesting && !counters.contains_key(n) {
-            let after = scrape3.sum(n).unwrap_or(0.0);
-            let before = scrape0.sum(n).unwrap_or(0.0);
-            counters.insert(n.clone(), after - before);
-        }
-    }
+    // Prometheus counters about loss and drops, over the whole step and the steady window.
+    let counters = loss_counters(&scrape0, &scrape3);
+    let steady_counters = loss_counters(&scrape1, &scrape2);
     let mut latency = BTreeMap::new();
     for name in FRAME_HISTOGRAMS.into_iter().chain(SINK_HISTOGRAMS) {
         let v = match (scrape2.histogram(name), scrape1.histogram(name)) {
@@ -1094,6 +1103,7 @@ async fn run_step(
         generator_max_late_ms: stats.max_late_us.load(Ordering::Relaxed) as f64 / 1000.0,
         media: mc,
         counters,
+        steady_counters,
         latency,
         setup: CallSetup::from_sorted(
             &setup_ms,

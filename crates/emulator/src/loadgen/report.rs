@@ -18,6 +18,11 @@ use super::webhook::Blast;
 /// Version of the JSON layout.
 pub const SCHEMA: &str = "mediabot-loadtest/1";
 
+/// The bot's process-wide count of frames dropped at full sink rings (per speaker and mixed).
+pub const RING_DROPS: &str = "mediabot_ring_frames_dropped_total";
+/// The bot's count of Opus packets its Ogg/Opus recorder's rings had no room for.
+pub const OGG_DROPS: &str = "mediabot_ogg_packets_dropped_total";
+
 /// Processing p99 at or above this breaks a step (seconds).
 pub const PROCESSING_P99_LIMIT: f64 = 0.002;
 /// Bot CPU at or above this (cores) counts as saturated.
@@ -594,6 +599,9 @@ pub struct StepResult {
     pub media: MediaCounters,
     /// The bot's Prometheus loss/drop counters over the step (name → increase).
     pub counters: BTreeMap<String, f64>,
+    /// The same counters over the steady window alone: drops in `counters` but not here
+    /// happened while calls joined or ended.
+    pub steady_counters: BTreeMap<String, f64>,
     /// The bot's latency histograms over the steady window (per frame, `FRAME_HISTOGRAMS`, and
     /// the sink threads' rounds, `SINK_HISTOGRAMS`); null when the bot does not export one.
     pub latency: BTreeMap<String, Option<LatencySummary>>,
@@ -655,19 +663,37 @@ impl StepResult {
         w
     }
 
+    /// " (N in the steady window)" for a counter the step read there, else nothing.
+    fn in_steady_window(&self, name: &str) -> String {
+        self.steady_counters
+            .get(name)
+            .map(|v| format!(" ({v} in the steady window)"))
+            .unwrap_or_default()
+    }
+
     /// The knee rules: ring drops, processing p99 ≥ 2 ms, loss the generator did not cause,
     /// CPU saturation, streams that did not connect.
     pub fn judge(&self) -> Vec<String> {
         let mut why = Vec::new();
-        let ring = self.media.dropped_at_ring
-            + self
-                .counters
-                .iter()
-                .filter(|(k, _)| k.contains("ring") && k.contains("drop"))
-                .map(|(_, v)| *v as u64)
-                .sum::<u64>();
+        // The bot's process-wide counter includes the mixes' rings; a bot without it (older,
+        // or remote) leaves the per-stream sum from its calls' final counters.
+        let ring = self
+            .counters
+            .get(RING_DROPS)
+            .map_or(self.media.dropped_at_ring, |v| {
+                (*v as u64).max(self.media.dropped_at_ring)
+            });
         if ring > 0 {
-            why.push(format!("{ring} frames dropped at sink rings"));
+            why.push(format!(
+                "{ring} frames dropped at sink rings{}",
+                self.in_steady_window(RING_DROPS)
+            ));
+        }
+        if let Some(ogg) = self.counters.get(OGG_DROPS).filter(|v| **v > 0.0) {
+            why.push(format!(
+                "{ogg} Opus packets dropped at the Ogg recorder's rings{}",
+                self.in_steady_window(OGG_DROPS)
+            ));
         }
         if let Some(Some(p)) = self.latency.get(super::FRAME_HISTOGRAMS[0])
             && let Some(p99) = p.p99
@@ -1838,6 +1864,7 @@ mod tests {
             generator_max_late_ms: 1.0,
             media: MediaCounters::default(),
             counters: BTreeMap::new(),
+            steady_counters: BTreeMap::new(),
             latency,
             setup: CallSetup::from_sorted(&[100.0, 200.0, 400.0], &[5.0], None),
             broken: Vec::new(),
@@ -1866,6 +1893,35 @@ mod tests {
         let w = s.measurement_warnings(Some(1), Some(0));
         assert!(w[0].contains("70% of the generator's CPU"), "{w:?}");
         assert!(w[1].contains("40% of the bot's CPU"), "{w:?}");
+    }
+
+    #[test]
+    fn ring_and_ogg_drops_break_a_step_counted_once_and_placed_in_time() {
+        let mut s = step(100);
+        // The calls' per-stream sum and the process-wide counter see the same drops (the
+        // latter also the mixes'): the larger is reported, not their sum.
+        s.media.dropped_at_ring = 8;
+        s.counters.insert(RING_DROPS.into(), 10.0);
+        s.steady_counters.insert(RING_DROPS.into(), 0.0);
+        let why = s.judge();
+        assert_eq!(
+            why[0], "10 frames dropped at sink rings (0 in the steady window)",
+            "{why:?}"
+        );
+        // A bot without the counter: the per-stream sum, no time.
+        s.counters.clear();
+        s.steady_counters.clear();
+        assert_eq!(s.judge()[0], "8 frames dropped at sink rings");
+        // The Ogg recorder's packets lost at its ring break the step too.
+        s.media.dropped_at_ring = 0;
+        s.counters.insert(OGG_DROPS.into(), 4.0);
+        s.steady_counters.insert(OGG_DROPS.into(), 4.0);
+        assert_eq!(
+            s.judge(),
+            ["4 Opus packets dropped at the Ogg recorder's rings (4 in the steady window)"]
+        );
+        s.counters.insert(OGG_DROPS.into(), 0.0);
+        assert!(s.judge().is_empty());
     }
 
     fn floor(rate_hz: u32, us_per_packet: f64) -> Floor {
