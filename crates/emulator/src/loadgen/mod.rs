@@ -920,7 +920,8 @@ async fn run_step(
         let due = t_ramp + ramp.mul_f64((c + 1) as f64 / calls as f64);
         tokio::time::sleep_until(due.into()).await;
         ctx.progress.line(&format!(
-            "{label}: ramp {}/{calls} calls, {} sessions up",
+            "{label}: ramp {} {}/{calls} calls, {} sessions up",
+            bar(c + 1, calls),
             c + 1,
             stats.sessions_connected.load(Ordering::Relaxed) - connected0
         ));
@@ -964,7 +965,11 @@ async fn run_step(
         };
         last = now;
         ctx.progress.line(&format!(
-            "{label}: steady {:.0}/{:.0} s, {} streams sending, {cpu}, sent {}, refused {}",
+            "{label}: steady {} {:.0}/{:.0} s, {} streams sending, {cpu}, sent {}, refused {}",
+            bar(
+                t1.elapsed().as_millis() as usize,
+                steady.as_millis().max(1) as usize
+            ),
             t1.elapsed().as_secs_f64(),
             steady.as_secs_f64(),
             stats.streams_active.load(Ordering::Relaxed),
@@ -1310,6 +1315,15 @@ fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
     text.lines().next().map(|l| l.trim().to_owned())
 }
 
+/// A 20-cell text progress bar, `[#####---------------]`, for `done` of `total` (clamped).
+fn bar(done: usize, total: usize) -> String {
+    const CELLS: usize = 20;
+    let full = (done.min(total) * CELLS)
+        .checked_div(total)
+        .unwrap_or(CELLS);
+    format!("[{}{}]", "#".repeat(full), "-".repeat(CELLS - full))
+}
+
 /// The single live progress line on stderr.
 struct Progress {
     quiet: bool,
@@ -1344,5 +1358,23 @@ impl Drop for CleanupDir {
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bar;
+
+    #[test]
+    fn the_progress_bar_fills_in_proportion_and_clamps() {
+        assert_eq!(bar(0, 10), format!("[{}]", "-".repeat(20)));
+        assert_eq!(
+            bar(5, 10),
+            format!("[{}{}]", "#".repeat(10), "-".repeat(10))
+        );
+        assert_eq!(bar(10, 10), format!("[{}]", "#".repeat(20)));
+        // Past the end (a steady window overrun) and an empty total stay full.
+        assert_eq!(bar(12, 10), bar(10, 10));
+        assert_eq!(bar(0, 0), bar(10, 10));
     }
 }
