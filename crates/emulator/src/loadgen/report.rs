@@ -671,8 +671,8 @@ impl StepResult {
             .unwrap_or_default()
     }
 
-    /// The knee rules: ring drops, processing p99 ≥ 2 ms, loss the generator did not cause,
-    /// CPU saturation, streams that did not connect.
+    /// The knee rules: ring drops (frames, and the Ogg recorder's packets), processing p99
+    /// ≥ 2 ms, loss the generator did not cause, CPU saturation, streams that did not connect.
     pub fn judge(&self) -> Vec<String> {
         let mut why = Vec::new();
         // The bot's process-wide counter includes the mixes' rings; a bot without it (older,
