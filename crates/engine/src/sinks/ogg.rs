@@ -14,11 +14,31 @@
 //! *n* is timeline sample *n* (48 kHz) in every file of a call.
 //!
 //! Pages are flushed about once per second of audio: a killed process loses at most that, and
-//! every page on disk is complete and checksummed, so the file stays playable.
+//! every page on disk is complete and checksummed, so the file stays playable. What reaches the
+//! disk itself (against a power loss or a host crash) is what the last `fdatasync` saw: the
+//! recorder asks for one every `fsync_interval` ([`OggOpusWriter::request_sync`], run by the
+//! sync thread as for WAV files) and `finish` syncs.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
+
+use super::syncer::SyncHandle;
+
+/// The writer's file, shared with its [`SyncHandle`] for background `fdatasync`s.
+#[derive(Debug)]
+struct SharedFile(Arc<File>);
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
+    }
+}
 
 /// Opus always counts granule positions at 48 kHz.
 pub const GRANULE_RATE: u64 = 48_000;
@@ -58,7 +78,8 @@ pub fn packet_samples(packet: &[u8]) -> Option<u64> {
 /// Writes one logical Opus stream to an Ogg file.
 #[derive(Debug)]
 pub struct OggOpusWriter {
-    out: BufWriter<File>,
+    out: BufWriter<SharedFile>,
+    sync: SyncHandle,
     serial: u32,
     page_seq: u32,
     /// Granule position after the last packet added.
@@ -89,9 +110,12 @@ impl OggOpusWriter {
         serial: u32,
         tags: &[(&str, &str)],
     ) -> io::Result<Self> {
-        let out = BufWriter::with_capacity(32 * 1024, File::create(path)?);
+        let file = Arc::new(File::create(path)?);
+        let sync = SyncHandle::new(Arc::clone(&file));
+        let out = BufWriter::with_capacity(32 * 1024, SharedFile(file));
         let mut w = Self {
             out,
+            sync,
             serial,
             page_seq: 0,
             granule: 0,
@@ -203,15 +227,37 @@ impl OggOpusWriter {
         self.granule
     }
 
+    /// Asks the sync thread for an `fdatasync` of the pages written so far (complete pages
+    /// only: the one being filled is under a second), without waiting for it.
+    ///
+    /// # Errors
+    /// The error a background sync of this file met since the last request.
+    pub fn request_sync(&mut self) -> io::Result<()> {
+        if let Some(e) = self.sync.take_error() {
+            return Err(e);
+        }
+        self.sync.request();
+        Ok(())
+    }
+
+    /// The file's link to the sync thread (tests inject a background sync's error through it).
+    #[cfg(test)]
+    pub(crate) fn sync_handle(&self) -> &SyncHandle {
+        &self.sync
+    }
+
     /// Flushes the last page with the end-of-stream flag and closes the file; returns the
     /// stream's duration in 48 kHz samples.
     ///
     /// # Errors
-    /// Any I/O error.
+    /// Any I/O error, including one a background sync met.
     pub fn finish(mut self) -> io::Result<u64> {
+        if let Some(e) = self.sync.take_error() {
+            return Err(e);
+        }
         self.flush_page(0x04)?;
         self.out.flush()?;
-        self.out.get_ref().sync_data()?;
+        self.out.get_ref().0.sync_data()?;
         Ok(self.granule)
     }
 

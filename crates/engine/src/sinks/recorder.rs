@@ -31,8 +31,9 @@
 //!
 //! **Crash safety.** WAV headers are rewritten every `checkpoint_every` of audio (default 1 s), so a
 //! killed process leaves playable files missing at most that much plus what the writer still
-//! buffered (under 32 KiB: 0.34 s of a 48 kHz track; [`super::wav`]); `fdatasync` runs every
-//! `fsync_interval` and at close. `manifest.json` is written at start, rewritten after roster
+//! buffered (under 32 KiB: 0.34 s of a 48 kHz track; [`super::wav`]); `.opus` files keep whole
+//! pages of about a second ([`super::ogg`]). `fdatasync` runs every `fsync_interval` and at
+//! close, for both. `manifest.json` is written at start, rewritten after roster
 //! changes (at most once a second, by the sink thread) and at close, always through a temporary file and a rename, so it is never half-written.
 
 use std::collections::BTreeMap;
@@ -173,6 +174,8 @@ struct OpusTrack {
     held: Vec<(i64, TappedPacket)>,
     /// Smallest arrival position minus unwrapped RTP time seen while holding.
     min_transit: i64,
+    /// Granule (48 kHz) at the last `fdatasync` request.
+    synced_granule: u64,
 }
 
 /// The first second of a stream is held before it is placed: the WAV path places audio by the
@@ -328,7 +331,8 @@ impl Recorder {
         }
         t.last_ts = pkt.timestamp;
         t.last_ext = ext;
-        if !write_opus(t, pos as u64, &pkt.payload) {
+        let fsync_every = duration_samples(self.cfg.fsync_every, super::ogg::GRANULE_RATE);
+        if !write_opus(t, pos as u64, &pkt.payload) || !sync_opus(t, fsync_every) {
             self.failures += 1;
             self.manifest_dirty = true;
         }
@@ -385,6 +389,7 @@ impl Recorder {
             last_ext: i64::from(pkt.timestamp),
             held: Vec::with_capacity(OPUS_HOLD_PACKETS),
             min_transit: i64::MAX,
+            synced_granule: 0,
         }
     }
 
@@ -622,6 +627,29 @@ fn write_opus(t: &mut OpusTrack, pos: u64, payload: &[u8]) -> bool {
     }
 }
 
+/// Asks for an `fdatasync` of an Ogg track once `every` samples (48 kHz) were written since
+/// the last one (never when `every` is 0); on a background sync's error closes the track and
+/// returns `false`.
+fn sync_opus(t: &mut OpusTrack, every: u64) -> bool {
+    let Some(w) = t.writer.as_mut() else {
+        return true;
+    };
+    if every == 0 || w.granule().saturating_sub(t.synced_granule) < every {
+        return true;
+    }
+    t.synced_granule = w.granule();
+    match w.request_sync() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(file = %t.entry.file, error = %e, "recorder: opus sync failed; file closed, media continues");
+            t.entry.error = Some(e.to_string());
+            t.entry.samples = w.granule();
+            t.writer = None;
+            false
+        }
+    }
+}
+
 fn fail(track: &mut Track, e: io::Error) {
     tracing::warn!(file = %track.entry.file, error = %e, "recorder: write failed; file closed, media continues");
     if let Some(mut w) = track.writer.take() {
@@ -779,6 +807,54 @@ mod tests {
         let mixed = m.tracks.iter().find(|t| t.kind == "mixed").unwrap();
         assert!(mixed.error.is_none());
         assert_eq!(mixed.samples, 1920);
+    }
+
+    /// 20 ms packets of `ssrc` from packet `from` to `to`, as the media thread taps them.
+    fn opus_packets(r: &mut Recorder, ssrc: u32, from: u64, to: u64) {
+        for i in from..to {
+            r.handle_packet(&TappedPacket {
+                ssrc,
+                timestamp: 1000 + i as u32 * 960,
+                sequence: i as u16,
+                arrival_pos: i * 960,
+                payload: vec![0xf8, 0xff, 0xfe],
+            });
+        }
+    }
+
+    #[test]
+    fn ogg_tracks_are_synced_every_fsync_interval_and_a_failed_sync_fails_the_file() {
+        for (name, fsync_secs) in [("ogg-sync", 1), ("ogg-nosync", 0)] {
+            let mut c = cfg(name);
+            c.participant_wav = false;
+            c.fsync_every = Duration::from_secs(fsync_secs);
+            let mut r = Recorder::create(c, "call-s", "x".into(), 8).unwrap();
+            // Past the first second's hold: the track is placed and writing.
+            opus_packets(&mut r, 7, 0, 60);
+            let t = r.opus.get(&7).unwrap();
+            // A background sync of the file fails (an I/O error on the device).
+            t.writer
+                .as_ref()
+                .unwrap()
+                .sync_handle()
+                .set_error(io::Error::other("EIO from the device"));
+            // Another 1.2 s: with syncs every second, the next request meets the error and the
+            // file is closed with it; with syncs only at close, nothing asks until the end.
+            opus_packets(&mut r, 7, 60, 120);
+            let m = r.finish(serde_json::Value::Null);
+            if fsync_secs > 0 {
+                let m = m.unwrap();
+                let e = m.opus[0].error.as_deref().unwrap();
+                assert!(e.contains("EIO"), "{e}");
+                // What came before the error is counted (not the packets after it).
+                assert!((60..120).contains(&m.opus[0].packets), "{:?}", m.opus[0]);
+            } else {
+                let m = m.unwrap();
+                let e = m.opus[0].error.as_deref().unwrap();
+                assert!(e.contains("EIO"), "the final sync reports it: {e}");
+                assert_eq!(m.opus[0].packets, 120);
+            }
+        }
     }
 
     #[test]
