@@ -870,13 +870,7 @@ mod tests {
             r.handle_frame(&frame(p(6), i * 960, 0.25));
             r.handle_frame(&frame(FrameSource::Mixed, i * 960, 0.1));
             for ssrc in [5, 6] {
-                r.handle_packet(&TappedPacket {
-                    ssrc,
-                    timestamp: 1000 + i as u32 * 960,
-                    sequence: i as u16,
-                    arrival_pos: i * 960,
-                    payload: vec![0xf8, 0xff, 0xfe],
-                });
+                opus_packets(&mut r, ssrc, i, i + 1);
             }
         }
         assert_eq!(r.failures(), 2, "one WAV and one Ogg file failed");
@@ -933,13 +927,7 @@ mod tests {
             r.handle_frame(&f16(p(6), i * 320, 0.25));
             r.handle_frame(&f16(FrameSource::Mixed, i * 320, 0.1));
             for ssrc in [5, 6] {
-                r.handle_packet(&TappedPacket {
-                    ssrc,
-                    timestamp: 1000 + i as u32 * 960,
-                    sequence: i as u16,
-                    arrival_pos: i * 960,
-                    payload: vec![0xf8, 0xff, 0xfe],
-                });
+                opus_packets(r, ssrc, i, i + 1);
             }
         }
     }
