@@ -617,13 +617,7 @@ fn write_opus(t: &mut OpusTrack, pos: u64, payload: &[u8]) -> bool {
             t.entry.packets += 1;
             true
         }
-        Err(e) => {
-            tracing::warn!(file = %t.entry.file, error = %e, "recorder: opus write failed; file closed, media continues");
-            t.entry.error = Some(e.to_string());
-            t.entry.samples = w.granule();
-            t.writer = None;
-            false
-        }
+        Err(e) => close_opus(t, "write", &e),
     }
 }
 
@@ -640,14 +634,19 @@ fn sync_opus(t: &mut OpusTrack, every: u64) -> bool {
     t.synced_granule = w.granule();
     match w.request_sync() {
         Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(file = %t.entry.file, error = %e, "recorder: opus sync failed; file closed, media continues");
-            t.entry.error = Some(e.to_string());
-            t.entry.samples = w.granule();
-            t.writer = None;
-            false
-        }
+        Err(e) => close_opus(t, "sync", &e),
     }
+}
+
+/// Closes an Ogg track after its `what` (write, sync) failed with `e`: the error and the
+/// duration written go to the manifest, media goes on. Returns `false` (the track failed).
+fn close_opus(t: &mut OpusTrack, what: &str, e: &io::Error) -> bool {
+    tracing::warn!(file = %t.entry.file, error = %e, "recorder: opus {what} failed; file closed, media continues");
+    t.entry.error = Some(e.to_string());
+    if let Some(w) = t.writer.take() {
+        t.entry.samples = w.granule();
+    }
+    false
 }
 
 fn fail(track: &mut Track, e: io::Error) {
